@@ -1,0 +1,196 @@
+"""Returns, advantages and losses as pure functions on tensors.
+
+Every function here is stateless, never modifies its inputs, and works on time-major tensors of shape
+(T, N) (T steps of N parallel envs) or on flat (B,) batches where noted. ``mask`` (same shape, 1 for
+steps that count, 0 for padding or for the step Gymnasium's next-step autoreset spends on a reset) is
+optional everywhere. The gridworld agent and the language-model agent call the same functions.
+
+Episode boundaries are given as two flags per step, as Gymnasium returns them:
+``terminated`` (the MDP ended: no value after it) and ``ends`` (terminated or truncated: the episode
+stops here, so nothing after it is credited to it). On truncation the caller bootstraps from the value of
+the last observation through ``next_values``, the value of the state each step led to.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is 1 (all entries when mask is None)."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def masked_whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / std over the masked entries; masked-out entries come back as 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) / torch.sqrt(var + eps)
+    return out if mask is None else out * mask.to(x.dtype)
+
+
+def episode_returns(rewards: Tensor, ends: Tensor, gamma: float = 1.0, mask: Tensor | None = None) -> Tensor:
+    """The whole discounted return R(tau) of its episode, at every step of that episode.
+
+    REINFORCE's first estimator (lecture: "Policy Gradient Optimization") weighs every action of a
+    trajectory by R(tau) = sum_t gamma^t r_t, including rewards that came before the action.
+    An episode still running at the end of the rollout gets the return of its part so far.
+
+    Args:
+        rewards, ends: (T, N). ``ends[t]`` is 1 when the episode stops after step t.
+    Returns:
+        (T, N): for each step, the discounted return of its episode from its first step.
+    """
+    to_go = rewards_to_go(rewards, ends, gamma, mask=mask)
+    out = torch.empty_like(rewards)
+    current = to_go[0]  # R(tau) is the reward-to-go at the episode's first step
+    for t in range(rewards.shape[0]):
+        if t > 0:
+            current = torch.where(ends[t - 1] > 0, to_go[t], current)
+        out[t] = current
+    return out if mask is None else out * mask.to(rewards.dtype)
+
+
+def rewards_to_go(
+    rewards: Tensor,
+    ends: Tensor,
+    gamma: float = 1.0,
+    next_values: Tensor | None = None,
+    terminated: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Discounted rewards-to-go G_t = sum_{t' >= t} gamma^(t'-t) r_t' within each episode.
+
+    Lecture: "you can't alter the past": an action is credited only with what came after it.
+    With ``next_values`` the sum is bootstrapped where an episode is cut without terminating
+    (truncation, or the end of the rollout): G_t = r_t + gamma * V(s_{t+1}) there.
+
+    Args:
+        rewards, ends: (T, N).
+        next_values: (T, N) value of the state each step led to; None means no bootstrap.
+        terminated: (T, N); defaults to ``ends`` (no bootstrap at any episode end).
+    Returns:
+        (T, N) rewards-to-go.
+    """
+    dtype = rewards.dtype
+    terminated = ends if terminated is None else terminated
+    not_end = 1.0 - ends.to(dtype)
+    bootstrap = torch.zeros_like(rewards) if next_values is None else next_values * (1.0 - terminated.to(dtype))
+    mask_ = torch.ones_like(rewards) if mask is None else mask.to(dtype)
+    out = torch.zeros_like(rewards)
+    future = bootstrap[-1]  # what lies beyond the rollout's last step
+    for t in reversed(range(rewards.shape[0])):
+        # Where an episode ends, its future is the bootstrap value (0 when terminated), not the next episode.
+        future = torch.where(not_end[t] > 0, future, bootstrap[t])
+        # A masked step (padding, an autoreset step) is skipped: the future passes through it.
+        future = torch.where(mask_[t] > 0, rewards[t] + gamma * future, future)
+        out[t] = future
+    return out * mask_
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    ends: Tensor,
+    gamma: float,
+    lam: float,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016, eq. 16; lecture slide "GAE").
+
+    delta_t = r_t + gamma * V(s_{t+1}) * (1 - terminated_t) - V(s_t)
+    A_t     = delta_t + gamma * lam * (1 - ends_t) * A_{t+1}
+
+    Args:
+        rewards, values, next_values, terminated, ends: (T, N). ``next_values[t]`` is the value of the
+            state step t led to (the last observation of the episode when it was truncated, the
+            observation after the rollout for its last step).
+        mask: (T, N), optional. Masked steps get advantage 0 and cut the recursion.
+    Returns:
+        advantages (T, N), returns (T, N) = advantages + values (the value-function targets).
+    """
+    dtype = rewards.dtype
+    not_term = 1.0 - terminated.to(dtype)
+    not_end = 1.0 - ends.to(dtype)
+    if mask is not None:
+        not_end = not_end * mask.to(dtype)
+    deltas = rewards + gamma * next_values * not_term - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * lam * not_end[t] * last
+        if mask is not None:
+            last = last * mask[t].to(dtype)
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def policy_loss(
+    logprob: Tensor, old_logprob: Tensor, advantages: Tensor, clip_coef: float, mask: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate, negated to be minimised (Schulman et al. 2017, eq. 7; lecture "The PPO loss").
+
+    L = -mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)),  rho = pi(a|s) / pi_old(a|s).
+
+    Returns:
+        the loss (scalar) and detached diagnostics: clip fraction, approx-KL (k3 estimator), mean ratio.
+    """
+    log_ratio = logprob - old_logprob
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    loss = -masked_mean(torch.min(unclipped, clipped), mask)
+    with torch.no_grad():
+        info = {
+            "clip_fraction": masked_mean(((ratio - 1.0).abs() > clip_coef).to(logprob.dtype), mask),
+            "approx_kl": masked_mean(approx_kl(logprob, old_logprob), mask),
+            "ratio": masked_mean(ratio, mask),
+        }
+    return loss, info
+
+
+def approx_kl(logprob: Tensor, old_logprob: Tensor) -> Tensor:
+    """Per-sample k3 estimate of KL(pi_old || pi) from the sampled actions' log-probabilities.
+
+    k3 = (r - 1) - log r with r = pi / pi_old (Schulman, "Approximating KL divergence", 2020):
+    unbiased and never negative, the estimator CleanRL and stable-baselines3 log as approx-KL.
+    """
+    log_ratio = logprob - old_logprob
+    return log_ratio.exp() - 1.0 - log_ratio
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    clip_coef: float | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Value loss L_VF = 1/2 (V(s) - R)^2 (lecture "The PPO loss"), optionally clipped as in PPO2.
+
+    With ``clip_coef`` the new value may move at most clip_coef from the rollout's value before the loss
+    stops rewarding it: 1/2 max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2).
+    """
+    unclipped = (values - returns) ** 2
+    if clip_coef is None:
+        return 0.5 * masked_mean(unclipped, mask)
+    clipped_values = old_values + (values - old_values).clamp(-clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * masked_mean(torch.max(unclipped, clipped), mask)
+
+
+def explained_variance(predicted: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean, <0 worse."""
+    target_mean = masked_mean(target, mask)
+    var_target = masked_mean((target - target_mean) ** 2, mask)
+    residual = target - predicted
+    var_residual = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
+    if var_target.item() == 0.0:
+        return float("nan")
+    return float(1.0 - var_residual / var_target)

@@ -1,0 +1,343 @@
+"""PPO (Schulman et al. 2017) for any Gymnasium env with Discrete actions: one core for every env.
+
+    from agents import PPO
+    agent = PPO(gym.make_vec("GridWorld-v0", num_envs=16), seed=0)
+    agent.learn(50_000)
+    action, _ = agent.predict(obs, deterministic=True)
+
+One iteration = collect a (T, N) rollout (agents.rollout), compute GAE, then ``update``: several epochs
+of shuffled minibatches of the lectures' loss L = L_POLICY + c1 L_VF - c2 H (the entropy is a bonus).
+The language-model agent uses this same class with its own policy (agents.lm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents import functional as F
+from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, space_to_dict
+from agents.logger import Logger
+from agents.policies import ActorCritic, MLPActorCritic
+from agents.rollout import Rollout, RolloutCollector, as_vector_env
+from agents.utils import flatten_time, index, resolve_device, seed_everything, to_tensor
+
+CHECKPOINT_FORMAT = "textenv.agents.PPO"
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters. The defaults are CleanRL's ppo.py (themselves the PPO paper's Atari settings)."""
+
+    n_steps: int = 128
+    """steps per sub-env in each rollout (T); a rollout holds n_steps * num_envs transitions"""
+    n_epochs: int = 4
+    """passes over each rollout"""
+    n_minibatches: int = 4
+    """minibatches per epoch"""
+    minibatch_by: str = "step"
+    """'step': shuffle single transitions; 'env': shuffle whole sub-env columns (keeps episodes together,
+    which lets a sequence model score a whole episode in one forward)"""
+    learning_rate: float = 2.5e-4
+    """Adam's step size"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over the planned iterations"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE's lambda: 0 is one-step TD, 1 is Monte Carlo"""
+    clip_coef: float = 0.2
+    """epsilon of the clipped ratio"""
+    clip_vloss: bool = True
+    """clip the value update to clip_coef around the rollout's values (PPO2)"""
+    vf_coef: float = 0.5
+    """c1, weight of the value loss"""
+    ent_coef: float = 0.01
+    """c2, weight of the entropy bonus"""
+    norm_adv: bool = True
+    """whiten advantages within each minibatch"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    target_kl: float | None = None
+    """stop the epochs of an update early once approx-KL exceeds this (None: never)"""
+    logprob_reward_coef: float = 0.0
+    """beta of the entropy-form KL penalty: subtract beta * log pi(a_t|s_t) from each reward"""
+    log_dir: str | None = None
+    """folder for progress.csv and TensorBoard events (None: console only)"""
+    progress_bar: bool = True
+    """show a progress bar with the main metrics"""
+
+    def __post_init__(self):
+        if self.minibatch_by not in ("step", "env"):
+            raise ValueError(f"minibatch_by must be 'step' or 'env', got {self.minibatch_by!r}")
+        for name in ("n_steps", "n_epochs", "n_minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+Callback = Callable[["PPO", dict], "bool | None"]
+"""Called after every iteration with the agent and that iteration's metrics; returning False stops learn()."""
+
+
+class PPO:
+    """Actor-critic PPO on one policy, one optimizer and one vector env.
+
+    Args:
+        env: a Gymnasium env or vector env (a single env is wrapped as a vector env of one). May be None
+            only when loading a checkpoint for ``predict``.
+        policy: an ``agents.policies.ActorCritic``; default: ``MLPActorCritic`` for the env's spaces.
+        seed: seeds torch, NumPy and the env's first reset; a seeded CPU run is reproducible.
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda", ...
+        config: a PPOConfig; keyword hyperparameters override its fields.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env | gym.vector.VectorEnv | None,
+        policy: ActorCritic | None = None,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        config: PPOConfig | None = None,
+        **hyperparameters,
+    ):
+        self.config = dataclasses.replace(config or PPOConfig(), **hyperparameters)
+        self.device = resolve_device(device)
+        self.seed = seed
+        seed_everything(seed)
+        self.env = None if env is None else as_vector_env(env)
+        if self.env is not None:
+            self.observation_space = self.env.single_observation_space
+            self.action_space = self.env.single_action_space
+            if seed is not None:
+                self.env.action_space.seed(seed)
+        elif policy is None:
+            raise ValueError("PPO needs an env, or a policy when it is built without one")
+        self.policy = (policy or MLPActorCritic(self.observation_space, self.action_space)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5)
+        self.num_timesteps = 0
+        self.iteration = 0
+        self._collector: RolloutCollector | None = None
+        self.last_rollout: Rollout | None = None
+
+    # ------------------------------------------------------------------ training
+    def learn(self, total_timesteps: int, callback: Callback | None = None) -> "PPO":
+        """Train for about ``total_timesteps`` env steps (whole iterations); returns self."""
+        if self.env is None:
+            raise ValueError("this PPO has no env: pass one to PPO(...) or PPO.load(path, env=...) to train")
+        cfg = self.config
+        if self._collector is None:
+            self._collector = RolloutCollector(
+                self.env, self.policy, cfg.n_steps, self.device, self.seed, cfg.logprob_reward_coef
+            )
+        batch = cfg.n_steps * self.env.num_envs
+        n_iterations = max(1, math.ceil(total_timesteps / batch))
+        logger = Logger(cfg.log_dir, n_iterations, cfg.progress_bar)
+        try:
+            for i in range(n_iterations):
+                if cfg.anneal_lr:
+                    self._set_lr(cfg.learning_rate * (1.0 - i / n_iterations))
+                start = time.perf_counter()
+                self.policy.eval()  # rollouts without dropout
+                rollout = self._collector.collect()
+                self.last_rollout = rollout  # callbacks read its episode infos (agents.rlhf)
+                rollout_time = time.perf_counter() - start
+                self.policy.train()
+                metrics = self.update(rollout)
+                self.num_timesteps += int(rollout.mask.sum().item())
+                self.iteration += 1
+                elapsed = time.perf_counter() - start
+                metrics.update(episode_metrics(rollout))
+                metrics.update(
+                    iteration=self.iteration,
+                    timesteps=self.num_timesteps,
+                    steps_per_s=batch / elapsed,
+                    rollout_s=rollout_time,
+                    update_s=elapsed - rollout_time,
+                    learning_rate=self.optimizer.param_groups[0]["lr"],
+                )
+                logger.log(metrics, self.num_timesteps)
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        finally:
+            logger.close()
+        return self
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One PPO update on a rollout; returns the mean loss terms and diagnostics."""
+        cfg = self.config
+        advantages, returns = F.gae(
+            rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.ends,
+            cfg.gamma, cfg.gae_lambda, rollout.mask,
+        )
+        T, N = rollout.rewards.shape
+        b_obs = flatten_time(rollout.obs, T * N)
+        b_actions, b_logprobs, b_values = (x.reshape(-1) for x in (rollout.actions, rollout.logprobs, rollout.values))
+        b_adv, b_returns, b_mask = advantages.reshape(-1), returns.reshape(-1), rollout.mask.reshape(-1)
+
+        sums: dict[str, float] = {}
+        n_updates = 0
+        stop = False
+        for epoch in range(cfg.n_epochs):
+            for mb in self._minibatches(T, N):
+                mb_mask = b_mask[mb]
+                if mb_mask.sum() == 0:
+                    continue
+                logprob, entropy, value = self.policy.evaluate_actions(index(b_obs, mb), b_actions[mb])
+                mb_adv = F.masked_whiten(b_adv[mb], mb_mask) if cfg.norm_adv else b_adv[mb]
+                pg_loss, info = F.policy_loss(logprob, b_logprobs[mb], mb_adv, cfg.clip_coef, mb_mask)
+                v_loss = F.value_loss(
+                    value, b_values[mb], b_returns[mb], cfg.clip_coef if cfg.clip_vloss else None, mb_mask
+                )
+                ent = F.masked_mean(entropy, mb_mask)
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"PPO loss became {loss.item()} at iteration {self.iteration + 1}, epoch {epoch} "
+                        f"(policy {pg_loss.item()}, value {v_loss.item()}, entropy {ent.item()}): "
+                        "check the rewards for NaN/inf or lower the learning rate"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                step_metrics = {
+                    "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": ent.item(),
+                    "grad_norm": float(grad_norm), **{k: v.item() for k, v in info.items()},
+                }
+                for k, v in step_metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_updates += 1
+                if cfg.target_kl is not None and info["approx_kl"].item() > cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        metrics = {k: v / max(n_updates, 1) for k, v in sums.items()}
+        metrics["epochs"] = epoch + 1
+        metrics["explained_variance"] = F.explained_variance(rollout.values, returns, rollout.mask)
+        return metrics
+
+    def _minibatches(self, T: int, N: int):
+        """Index tensors into the flat (T * N) batch, shuffled by step or by sub-env column."""
+        cfg = self.config
+        if cfg.minibatch_by == "env":
+            n_mb = min(cfg.n_minibatches, N)
+            cols = torch.randperm(N, device=self.device)
+            grid = torch.arange(T * N, device=self.device).reshape(T, N)  # flat index of (t, env)
+            for chunk in cols.chunk(n_mb):
+                yield grid[:, chunk].reshape(-1)
+        else:
+            yield from torch.randperm(T * N, device=self.device).chunk(min(cfg.n_minibatches, T * N))
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ------------------------------------------------------------------ acting
+    def predict(self, obs, deterministic: bool = False) -> tuple[np.ndarray | int, None]:
+        """Action(s) for one observation or a batch, as in stable-baselines3: returns (action, None)."""
+        single = _is_single(obs, self.observation_space)
+        batch = _add_batch_dim(obs) if single else obs
+        self.policy.eval()
+        actions, _, _ = self.policy.act(to_tensor(batch, self.device), deterministic=deterministic)
+        actions = actions.cpu().numpy()
+        return (int(actions[0]) if single else actions), None
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write policy, optimizer, config, spaces and counters to ``path`` atomically."""
+        return atomic_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": 1,
+                "config": dataclasses.asdict(self.config),
+                "policy_class": type(self.policy).__name__,
+                "observation_space": space_to_dict(self.observation_space),
+                "action_space": space_to_dict(self.action_space),
+                "policy": self.policy.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "num_timesteps": self.num_timesteps,
+                "iteration": self.iteration,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        env: gym.Env | gym.vector.VectorEnv | None = None,
+        policy: ActorCritic | None = None,
+        device: str | torch.device = "auto",
+    ) -> "PPO":
+        """Rebuild an agent saved with ``save``.
+
+        Args:
+            env: optional; must have the spaces the agent was trained on (needed to keep training).
+            policy: required when the checkpoint holds a custom ActorCritic: an instance to load the weights into.
+        Raises:
+            FileNotFoundError, ValueError: missing, corrupt or mismatched checkpoint; the message says which.
+        """
+        ckpt = load_checkpoint(path, CHECKPOINT_FORMAT)
+        try:
+            obs_space, act_space = space_from_dict(ckpt["observation_space"]), space_from_dict(ckpt["action_space"])
+            config = PPOConfig(**ckpt["config"])
+            policy_class, state = ckpt["policy_class"], ckpt["policy"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path} is an incomplete {CHECKPOINT_FORMAT} checkpoint: missing or bad {e}") from e
+        if env is not None:
+            venv = as_vector_env(env)
+            for name, saved, given in (
+                ("observation", ckpt["observation_space"], space_to_dict(venv.single_observation_space)),
+                ("action", ckpt["action_space"], space_to_dict(venv.single_action_space)),
+            ):
+                if saved != given:
+                    raise ValueError(f"{path} was trained on {name} space {saved}, but the env given has {given}")
+        if policy is None:
+            if policy_class != MLPActorCritic.__name__:
+                raise ValueError(
+                    f"{path} holds a custom policy ({policy_class}): pass policy=<an instance of it> to PPO.load"
+                )
+            policy = MLPActorCritic(obs_space, act_space)
+        try:
+            policy.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the weights in {path} do not fit the policy given ({type(policy).__name__}): {e}") from e
+        agent = cls(env, policy=policy, device=device, config=config)
+        if env is None:
+            agent.observation_space, agent.action_space = obs_space, act_space
+        agent.optimizer.load_state_dict(ckpt["optimizer"])
+        agent.num_timesteps, agent.iteration = int(ckpt["num_timesteps"]), int(ckpt["iteration"])
+        return agent
+
+
+def episode_metrics(rollout: Rollout) -> dict[str, float]:
+    """Mean return and length of the episodes that finished during the rollout (NaN when none did)."""
+    if not rollout.episode_returns:
+        return {"episode_return": float("nan"), "episode_length": float("nan"), "episodes": 0}
+    return {
+        "episode_return": float(np.mean(rollout.episode_returns)),
+        "episode_length": float(np.mean(rollout.episode_lengths)),
+        "episodes": len(rollout.episode_returns),
+    }
+
+
+def _is_single(obs, space: gym.Space) -> bool:
+    if isinstance(space, gym.spaces.Dict):
+        key = next(iter(space.spaces))
+        return np.asarray(obs[key]).shape == space.spaces[key].shape
+    return np.asarray(obs).shape == space.shape
+
+
+def _add_batch_dim(obs):
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs)[None]

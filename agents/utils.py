@@ -1,0 +1,55 @@
+"""Small torch helpers shared by the agents: device choice, seeding, numpy <-> torch for (dict) observations."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when it is available and the CPU otherwise; anything else goes to torch.device."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA). None leaves them as they are."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_tensor(obs, device: torch.device):
+    """A numpy observation batch (or a dict of them) as tensors: floats as float32, integers as int64."""
+    if isinstance(obs, dict):
+        return {k: to_tensor(v, device) for k, v in obs.items()}
+    arr = np.asarray(obs)
+    t = torch.from_numpy(arr)
+    t = t.float() if arr.dtype.kind == "f" else t.long()
+    return t.to(device)
+
+
+def index(obs, idx):
+    """``obs[idx]`` for a tensor or a dict of tensors."""
+    if isinstance(obs, dict):
+        return {k: v[idx] for k, v in obs.items()}
+    return obs[idx]
+
+
+def flatten_time(obs, n: int):
+    """(T, N, ...) -> (T * N, ...) for a tensor or a dict of tensors."""
+    if isinstance(obs, dict):
+        return {k: flatten_time(v, n) for k, v in obs.items()}
+    return obs.reshape(n, *obs.shape[2:])
+
+
+def stack_obs(items: list):
+    """Stack single observations (arrays or dicts of arrays) into a batch."""
+    if isinstance(items[0], dict):
+        return {k: np.stack([it[k] for it in items]) for k in items[0]}
+    return np.stack([np.asarray(it) for it in items])
