@@ -1,0 +1,196 @@
+"""IncrementalLM: next-token logits for a batch of left-padded contexts, one new token per call.
+
+Text observations are LEFT-padded windows of length L (ARCHITECTURE.md, "Text observations"): from one
+step to the next each row shifts left by one and gains the new token on the right. Re-running the model
+over the whole window at every step would cost O(t) per generated token; ``IncrementalLM`` keeps a KV
+cache and runs only the new token, so a step costs O(1) model work in the generated length (attention
+still reads the t cached columns, which is the same as ``model.generate``).
+
+Per call, row by row:
+
+- the row continues the previous call's row (shifted left by one, one new token appended, nothing real
+  dropped off the left): only the new token is run against the cache;
+- anything else (a new prompt after a reset, a different batch): the row is re-prefilled from scratch;
+- the whole input is identical to the previous call: the memoised outputs are returned, no forward.
+  This is how the env and an agent holding the same ``IncrementalLM`` share one forward per step.
+
+Position ids are ``attention_mask.cumsum(-1) - 1`` (clamped at 0), so left padding does not shift the
+positions of real tokens and the results equal a full forward over the unpadded text.
+
+The cache is invalidated automatically when the model's parameters change in place (an optimiser step
+bumps their version counters), so an agent may keep one ``IncrementalLM`` across PPO updates.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+@dataclass
+class LMStep:
+    """What one call returns for the last position of every row."""
+
+    logits: torch.Tensor
+    """(N, V) float32 next-token logits."""
+    hidden: torch.Tensor
+    """(N, H) last-layer hidden state at the last position (the input of the LM head; for a value head)."""
+
+
+class IncrementalLM:
+    """KV-cached next-token logits for left-padded batches.
+
+    :param model: a Hugging Face causal LM (``AutoModelForCausalLM``). It is not moved, not put in eval
+        mode and never trained here; calls run under ``torch.no_grad()`` on the model's device.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._params = list(model.parameters())
+        self.device = self._params[0].device if self._params else torch.device("cpu")
+        self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        self.stats = {"forwards": 0, "prefill_rows": 0, "decode_rows": 0, "memo_hits": 0}
+        """Counters (tests and benchmarks read them): model calls, rows re-prefilled, rows advanced by one token, memo hits."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cache and the memo (the next call prefills every row)."""
+        self._ids: torch.Tensor | None = None  # (N, L) previous input
+        self._mask: torch.Tensor | None = None  # (N, L)
+        self._cache: DynamicCache | None = None  # per layer (N, heads, C, d) keys and values, reused across calls
+        self._cache_mask: torch.Tensor | None = None  # (N, C) which cache columns are real tokens
+        self._out: LMStep | None = None
+        self._version: int | None = None
+
+    @property
+    def cache_len(self) -> int:
+        """Number of cached columns C (bounded by the longest live context)."""
+        return 0 if self._cache_mask is None else int(self._cache_mask.shape[1])
+
+    def next_token_logits(self, input_ids, attention_mask) -> torch.Tensor:
+        """``(N, L)`` left-padded ids and mask -> ``(N, V)`` float32 next-token logits."""
+        return self(input_ids, attention_mask).logits
+
+    @torch.no_grad()
+    def __call__(self, input_ids, attention_mask) -> LMStep:
+        """Next-token logits and last hidden state for ``(N, L)`` left-padded ``input_ids`` / ``attention_mask``.
+
+        Accepts torch tensors or numpy arrays. Every row needs at least one real token at the last position.
+        The returned tensors are shared with later memo hits: do not modify them in place.
+        """
+        ids = torch.as_tensor(np.asarray(input_ids) if not torch.is_tensor(input_ids) else input_ids)
+        mask = torch.as_tensor(np.asarray(attention_mask) if not torch.is_tensor(attention_mask) else attention_mask)
+        # Copies: the memo must not change if the caller later writes into its own buffers.
+        ids = ids.to(self.device, torch.long, copy=True)
+        mask = mask.to(self.device, torch.long, copy=True)
+        if ids.ndim != 2 or ids.shape != mask.shape:
+            raise ValueError(f"input_ids and attention_mask must both be (N, L), got {tuple(ids.shape)} and {tuple(mask.shape)}")
+        if not bool((mask[:, -1] == 1).all()):
+            raise ValueError("every row must be LEFT-padded with a real token at the last position (attention_mask[:, -1] == 1)")
+
+        version = self._weights_version()
+        same_setup = self._ids is not None and self._version == version and self._ids.shape == ids.shape
+        if same_setup and torch.equal(ids, self._ids) and torch.equal(mask, self._mask):
+            self.stats["memo_hits"] += 1
+            return self._out
+
+        if same_setup:
+            prev_ids, prev_mask = self._ids, self._mask
+            shifted = (mask[:, :-1] == prev_mask[:, 1:]).all(-1)
+            same_tokens = ((ids[:, :-1] == prev_ids[:, 1:]) | (mask[:, :-1] == 0)).all(-1)
+            nothing_dropped = prev_mask[:, 0] == 0  # a real token sliding out of the window invalidates the cache
+            cont = shifted & same_tokens & nothing_dropped
+        else:
+            cont = torch.zeros(ids.shape[0], dtype=torch.bool, device=self.device)
+
+        try:
+            new_rows = (~cont).nonzero().squeeze(-1)
+            if not bool(cont.any()):
+                logits, hidden, self._cache, self._cache_mask = self._prefill(ids, mask)
+            else:
+                # Every row runs its newest token against the cache, restarted rows too (cheaper than splitting
+                # the batch and merging caches); their outputs and cache rows are then replaced by a prefill.
+                logits, hidden = self._decode(ids, mask)
+                self.stats["decode_rows"] += int(cont.sum())
+                if len(new_rows):
+                    lg, hd, fresh, fresh_mask = self._prefill(ids[new_rows], mask[new_rows])
+                    logits[new_rows], hidden[new_rows] = lg, hd
+                    self._write_rows(new_rows, fresh, fresh_mask)
+            self._trim()
+        except BaseException:
+            self.reset()  # never keep a half-updated cache
+            raise
+
+        self._ids, self._mask, self._version = ids, mask, version
+        self._out = LMStep(logits=logits, hidden=hidden)
+        return self._out
+
+    # -- the two kinds of forward ------------------------------------------------------------------
+
+    def _forward(self, ids, attn, pos, cache: DynamicCache):
+        """One model call that appends to ``cache`` in place. -> logits (n, V) float32, hidden (n, H)."""
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                         use_cache=True, output_hidden_states=True, **self._keep_kw)
+        self.stats["forwards"] += 1
+        # Own storage: rows of these get overwritten when some rows are re-prefilled.
+        return out.logits[:, -1].float().clone(), out.hidden_states[-1][:, -1].clone()
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor):
+        """Full forward of fresh rows. ``(n, L)`` -> logits (n, V), hidden (n, H), cache, cache mask (n, C)."""
+        first = int(mask.any(0).to(torch.int8).argmax())  # drop columns that are padding in every row
+        ids, mask = ids[:, first:], mask[:, first:]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (n, C) positions of real tokens start at 0
+        # No config: plain full-attention layers that we may trim and rewrite (contexts fit any sliding window).
+        cache = DynamicCache()
+        logits, hidden = self._forward(ids, mask, pos, cache)
+        keep = mask.bool()[:, None, :, None]  # (n, 1, C, 1)
+        # Padding keys/values are never attended to; zero them so no stray non-finite value can leak in.
+        for layer in cache.layers:
+            layer.keys, layer.values = torch.where(keep, layer.keys, 0.0), torch.where(keep, layer.values, 0.0)
+        self.stats["prefill_rows"] += ids.shape[0]
+        return logits, hidden, cache, mask
+
+    def _decode(self, ids, mask):
+        """Run only the newest token of every row against the cache (which grows by one column)."""
+        new_ids = ids[:, -1:]  # (N, 1)
+        pos = mask.sum(-1, keepdim=True) - 1  # (N, 1)
+        self._cache_mask = torch.cat([self._cache_mask, torch.ones_like(new_ids)], dim=1)  # (N, C + 1)
+        return self._forward(new_ids, self._cache_mask, pos, self._cache)
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def _write_rows(self, rows, fresh: DynamicCache, fresh_mask) -> None:
+        """Put freshly prefilled rows into the batch cache, right-aligned; their older columns are masked out."""
+        c, c_new = self._cache_mask.shape[1], fresh_mask.shape[1]
+        if c_new > c:  # rare: the new prompt is longer than every cached context, widen the cache on the left
+            pad = c_new - c
+            self._cache_mask = F.pad(self._cache_mask, (pad, 0))
+            for layer in self._cache.layers:
+                layer.keys, layer.values = F.pad(layer.keys, (0, 0, pad, 0)), F.pad(layer.values, (0, 0, pad, 0))
+            c = c_new
+        self._cache_mask[rows] = 0
+        self._cache_mask[rows, c - c_new:] = fresh_mask
+        for layer, new in zip(self._cache.layers, fresh.layers):  # (N, heads, C, d) <- (n, heads, C', d)
+            layer.keys[rows, :, c - c_new:] = new.keys
+            layer.values[rows, :, c - c_new:] = new.values
+
+    def _trim(self) -> None:
+        """Drop leading cache columns that are padding in every row (a view, no copy).
+
+        Each row's real tokens form a block that ends at the last column, so the columns nobody attends to
+        are exactly the leading ones; dropping them keeps the cache no longer than the longest live context.
+        """
+        first = int(self._cache_mask.any(0).to(torch.int8).argmax())
+        if first > 0:
+            self._cache_mask = self._cache_mask[:, first:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _weights_version(self) -> int:
+        # In-place updates (optimizer.step, load_state_dict) bump each tensor's version counter.
+        return sum(p._version for p in self._params)

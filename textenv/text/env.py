@@ -1,0 +1,215 @@
+"""TextGenEnv: token-level text generation with the RLHF reward, as a single Gymnasium environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from textenv.text.core import TextGenCore
+
+
+def observation_space(vocab_size: int, seq_len: int) -> spaces.Dict:
+    """``Dict(input_ids=Box(0, V-1, (L,)), attention_mask=Box(0, 1, (L,)))``, int64, left-padded."""
+    return spaces.Dict({
+        "input_ids": spaces.Box(0, vocab_size - 1, shape=(seq_len,), dtype=np.int64),
+        "attention_mask": spaces.Box(0, 1, shape=(seq_len,), dtype=np.int64),
+    })
+
+
+class TextGenEnv(gym.Env):
+    """A language model writes a completion for a prompt, one token per step, and is paid by a reward model.
+
+    ## Description
+    RLHF as ordinary RL (lecture slides, "The RL setup: connection to language models"): the state is
+    the prompt plus the tokens generated so far, the action is the next token, the policy is the
+    language model, and the reward is the reward model's score of the finished text minus a per-token
+    KL penalty that keeps the policy close to the frozen reference model ("Reward hacking"). The reward
+    is the per-token form of lm-human-preferences (Ziegler et al. 2019).
+
+    By default the env loads the embedded task (``textenv.default``): a tiny GPT-2 fine-tuned on
+    synthetic movie reviews (the SFT model, which is also the reference), its prompts, and a reward model
+    trained on preference pairs.
+
+    ## Action Space
+    ``Discrete(V)``: the id of the next token. ``V`` is the number of logits the model produces (its LM
+    head), which may exceed the tokenizer's size. An id outside ``[0, V)`` raises a ValueError.
+
+    ## Observation Space
+    ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
+    ``L = max_prompt_tokens + max_new_tokens``. LEFT-padded: the newest token is always at position
+    ``L - 1``, so ``logits[:, -1]`` of a forward pass is the next-token distribution, and position ids are
+    ``attention_mask.cumsum(-1) - 1``. Padding positions hold the pad id (the EOS id when the tokenizer
+    has no pad token) and mask 0.
+
+    ## Rewards
+    Per step ``r_t = -kl_coef * KL_t``; the step that ends the episode also gets the reward score of
+    ``prompt + completion`` (and ``no_eos_penalty`` when the completion holds no EOS). How ``KL_t`` is
+    paid depends on who knows the policy:
+
+    - (a) ``policy`` given (an object with ``next_token_logits(input_ids, attention_mask) -> (N, V)``,
+      e.g. the agent's LM actor-critic, or a plain causal LM that the env wraps in an ``IncrementalLM``):
+      the env computes ``KL_t`` with ``kl_estimator`` between the policy's sampling distribution
+      (``env.sampling.process``) and the reference, so the return is literally RM score minus KL.
+    - (b) no policy: ``r_t = +kl_coef * log pi_ref(a_t | s_t)`` and the agent adds
+      ``-kl_coef * log pi(a_t | s_t)`` itself. Summed, the two are ``-kl_coef * k1``; in expectation the
+      agent's part is an entropy bonus, which is why Stable-Baselines3's ``ent_coef`` is its counterpart.
+
+    The reference sees the same temperature as the policy but no top-k / top-p (see
+    ``textenv.text.sampling``), so the KL stays finite.
+
+    ## Starting State
+    A prompt drawn uniformly from ``prompts`` with ``self.np_random``, or the one in
+    ``reset(options={"prompt": text or token ids})``. Prompts longer than ``max_prompt_tokens`` are
+    truncated from the LEFT (the end of a prompt matters most for what comes next; a leading BOS token
+    that the tokenizer adds is kept) with a warning; an empty prompt is a ValueError. Text prompts are
+    tokenized with the tokenizer's special tokens (e.g. the BOS the model was fine-tuned after).
+
+    ## Episode End
+    Termination: the action is the EOS token (when ``stop_at_eos``).
+    Truncation: ``max_new_tokens`` tokens were generated without EOS.
+
+    ## Information
+    Every step: ``"ref_logprob"`` (log-probability of the action under the reference); with a policy also
+    ``"kl"`` (``KL_t``) and ``"policy_logprob"``. The last step adds ``"rm_score"`` (the reward model's
+    score, normalised when the RM's config has ``reward_mean`` / ``reward_std``), ``"text"`` (the decoded
+    completion) and ``"prompt"``. ``reset`` returns ``{"prompt": text}``.
+
+    ## Arguments
+    ```python
+    import gymnasium as gym
+
+    env = gym.make("textenv:TextGen-v0")  # the embedded default task
+    env = gym.make("textenv:TextGen-v0", model="path/to/sft", reward="path/to/rm", prompts=["The movie"],
+                   max_new_tokens=24, kl_coef=0.05, kl_estimator="k3", temperature=0.7)
+    envs = gym.make_vec("TextGen-v0", num_envs=64, vectorization_mode="vector_entry_point")
+    ```
+
+    - ``model``: causal LM (name, path or module); default ``textenv.default.sft_path()``. It is the frozen
+      reference unless ``ref_model`` is given, and the starting point an agent copies. The env never trains it.
+    - ``tokenizer``: defaults to the one saved with ``model``. Its vocabulary must fit the model's.
+    - ``reward``: callable ``(prompts, completions) -> scores``, sequence-classification model, or its
+      name/path; default ``textenv.default.reward_path()``. ``reward_label`` picks a class logit of a
+      multi-label classifier, ``reward_tokenizer`` the RM's tokenizer when it is passed as a module,
+      ``normalize_reward`` applies the RM config's ``reward_mean`` / ``reward_std``.
+    - ``prompts``: list of str, ``datasets.Dataset`` with a "prompt" column, or a path; default
+      ``textenv.default.prompts("train")``.
+    - ``policy``: the acting policy, shared with the agent (mode (a) above); ``None`` for mode (b).
+    - ``ref_model``: a separate frozen reference (name, path or module).
+    - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
+      model's positions.
+    - ``kl_coef`` (also a settable attribute, for adaptive KL controllers: ``env.unwrapped.kl_coef = 0.1``),
+      ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``textenv.text.kl``).
+    - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with.
+    - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards.
+    - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``) or ``"human"`` (prints it).
+    - ``device``: ``"auto"`` (the device of a model passed as a module, else CUDA if available, else CPU),
+      or any torch device.
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        model=None,
+        tokenizer=None,
+        reward=None,
+        prompts=None,
+        policy=None,
+        ref_model=None,
+        max_new_tokens: int = 24,
+        max_prompt_tokens: int = 16,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stop_at_eos: bool = True,
+        no_eos_penalty: float = 0.0,
+        render_mode: str | None = None,
+        device: str = "auto",
+        reward_label: int | str | None = None,
+        reward_tokenizer=None,
+        normalize_reward: bool = True,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.core = TextGenCore(
+            1, model=model, tokenizer=tokenizer, reward=reward, prompts=prompts, policy=policy, ref_model=ref_model,
+            max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, kl_coef=kl_coef,
+            kl_estimator=kl_estimator, temperature=temperature, top_k=top_k, top_p=top_p, stop_at_eos=stop_at_eos,
+            no_eos_penalty=no_eos_penalty, device=device, reward_label=reward_label, reward_tokenizer=reward_tokenizer,
+            normalize_reward=normalize_reward,
+        )
+        self.action_space = spaces.Discrete(self.core.vocab_size)
+        self.observation_space = observation_space(self.core.vocab_size, self.core.seq_len)
+        self._ended = False
+
+    # -- what an agent reads from the env -----------------------------------------------------------
+
+    @property
+    def kl_coef(self) -> float:
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.core.kl_coef = value
+
+    @property
+    def sampling(self):
+        """The ``SamplingConfig`` actions must be sampled with."""
+        return self.core.sampling
+
+    model = property(lambda self: self.core.model, doc="The causal LM (the reference unless ref_model was given).")
+    ref_model = property(lambda self: self.core.ref_model, doc="The frozen reference model.")
+    tokenizer = property(lambda self: self.core.tokenizer)
+    reward_fn = property(lambda self: self.core.reward_fn, doc="The checked RewardFn.")
+    eos_token_id = property(lambda self: self.core.eos_token_id)
+    pad_token_id = property(lambda self: self.core.pad_token_id)
+
+    # -- Gymnasium API ----------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        prompt = options["prompt"] if options.get("prompt") is not None else self.core.sample_prompt(self.np_random)
+        (text,) = self.core.reset_rows([0], [prompt])
+        self._ended = False
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), {"prompt": text}
+
+    def step(self, action):
+        if self._ended:
+            raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
+        if not self.core.live[0]:
+            raise RuntimeError("step() called before reset(): call reset() first")
+        arr = np.asarray(action)
+        if arr.ndim != 0:
+            raise ValueError(f"action must be a single token id, got shape {arr.shape}")
+        parts = self.core.step(arr.reshape(1))
+        terminated, truncated = bool(parts.terminated[0]), bool(parts.truncated[0])
+        self._ended = terminated or truncated
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), float(parts.reward[0]), terminated, truncated, parts.row_info(0)
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn('render() called without a render_mode; use TextGenEnv(render_mode="ansi") or "human"')
+            return None
+        text = self.core.render_row(0)
+        if self.render_mode == "ansi":
+            return text
+        print(text)
+        return None
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = self.core.observe()
+        return {k: v[0] for k, v in obs.items()}

@@ -1,0 +1,84 @@
+"""The sampling distribution: one place that turns next-token logits into what is sampled and scored.
+
+The env and the agent share one ``SamplingConfig`` (the agent reads ``env.sampling``), so the token
+probabilities the KL penalty and the PPO ratio are computed from are the ones the tokens were drawn from.
+
+Policy:    ``process(logits)``  = temperature, then top-k, then top-p (masked entries set to ``-inf``).
+Reference: ``reference(logits)`` = the same temperature, but NO top-k / top-p. Truncating the reference
+as well would give ``-inf`` reference log-probabilities to tokens the policy can still sample once it has
+drifted (its top-k is no longer the reference's top-k), and the KL would be infinite. Scaling both by the
+same temperature compares the two models on the same footing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How next-token logits become the sampling distribution."""
+
+    temperature: float = 1.0
+    """Logits are divided by this (> 0). Applied to the policy and the reference alike."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0: keep all). Policy only."""
+    top_p: float = 1.0
+    """Keep the smallest set of most likely tokens whose probability reaches top_p (1.0: keep all). Policy only."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise TypeError(f"temperature must be a number, got {type(self.temperature).__name__}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise TypeError(f"top_k must be an int (0 disables it), got {type(self.top_k).__name__}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
+            raise TypeError(f"top_p must be a number in (0, 1], got {type(self.top_p).__name__}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1] (1.0 disables it), got {self.top_p}")
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """Policy logits -> logits of the sampling distribution.
+
+        :param logits: ``(..., V)`` raw next-token logits.
+        :return: ``(..., V)`` float32 logits, ``-inf`` where top-k / top-p removed a token. At least one
+            token (the most likely) always survives.
+        """
+        out = logits.float() / self.temperature  # (..., V)
+        vocab = out.shape[-1]
+        if 0 < self.top_k < vocab:
+            kth = torch.topk(out, self.top_k, dim=-1).values[..., -1:]  # (..., 1)
+            out = out.masked_fill(out < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(out, dim=-1, descending=True)  # (..., V)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            # Probability mass strictly before each token; drop a token once the mass before it reaches top_p.
+            mass_before = torch.cumsum(probs, dim=-1) - probs
+            drop_sorted = mass_before >= self.top_p
+            drop_sorted[..., 0] = False
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            out = out.masked_fill(drop, float("-inf"))
+        return out
+
+    def reference(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reference logits -> the reference distribution the KL is measured against (temperature only).
+
+        :param logits: ``(..., V)`` raw reference logits.
+        :return: ``(..., V)`` float32 logits.
+        """
+        return logits.float() / self.temperature
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw one token per row from ``process(logits)``.
+
+        :param logits: ``(N, V)`` raw policy logits.
+        :return: ``(N,)`` int64 token ids.
+        """
+        probs = torch.softmax(self.process(logits), dim=-1)  # (N, V)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
