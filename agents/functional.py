@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from textenv.text.kl import kl_penalty
+
 
 def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1 (all entries when mask is None)."""
@@ -159,10 +161,10 @@ def approx_kl(logprob: Tensor, old_logprob: Tensor) -> Tensor:
     """Per-sample k3 estimate of KL(pi_old || pi) from the sampled actions' log-probabilities.
 
     k3 = (r - 1) - log r with r = pi / pi_old (Schulman, "Approximating KL divergence", 2020):
-    unbiased and never negative, the estimator CleanRL and stable-baselines3 log as approx-KL.
+    unbiased and never negative, the estimator CleanRL and stable-baselines3 log as approx-KL. The
+    actions were sampled from pi_old, so pi_old plays the sampling policy of ``kl_penalty`` and pi its reference.
     """
-    log_ratio = logprob - old_logprob
-    return log_ratio.exp() - 1.0 - log_ratio
+    return kl_penalty(old_logprob, logprob, "k3")
 
 
 def value_loss(

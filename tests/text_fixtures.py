@@ -16,10 +16,6 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-# The models here are tiny: one thread avoids OpenMP hand-offs that cost milliseconds per op on a
-# shared, busy CPU (measured: tanh on a (3, 12, 32) tensor, 7 us with 1 thread, 8 ms with 2).
-torch.set_num_threads(1)
-
 WORDS = (
     "the a movie film story plot actor acting was is were very really quite not good great fine bad awful "
     "boring dull fun lovely and but it this i loved hated liked review ending music"

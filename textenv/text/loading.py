@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,6 +21,23 @@ def resolve_device(device: str | torch.device, module: torch.nn.Module | None = 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" progress bar, then restore the user's setting.
+
+    Envs load two or three small models each; a bar per load buries the training output.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(spec, device: torch.device) -> torch.nn.Module:
     """A causal LM from a module (returned as is) or a name/path (loaded in eval mode onto ``device``)."""
     if isinstance(spec, torch.nn.Module):
@@ -27,7 +45,8 @@ def load_causal_lm(spec, device: torch.device) -> torch.nn.Module:
     if isinstance(spec, (str, Path)):
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(str(spec)).to(device).eval()
+        with quiet_loading():
+            return AutoModelForCausalLM.from_pretrained(str(spec)).to(device).eval()
     raise TypeError(f"a causal LM must be a name, a path or an nn.Module, got {type(spec).__name__}")
 
 

@@ -49,7 +49,10 @@ def make_reward_fn(
     if isinstance(spec, (str, Path)):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(spec)).to(device).eval()
+        from textenv.text.loading import quiet_loading
+
+        with quiet_loading():
+            model = AutoModelForSequenceClassification.from_pretrained(str(spec)).to(device).eval()
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(spec))
         return CheckedReward(ModelReward(model, tokenizer, label=label, normalize=normalize, batch_size=batch_size))
     if isinstance(spec, torch.nn.Module):
