@@ -48,11 +48,16 @@ def episode_returns(rewards: Tensor, ends: Tensor, gamma: float = 1.0, mask: Ten
         (T, N): for each step, the discounted return of its episode from its first step.
     """
     to_go = rewards_to_go(rewards, ends, gamma, mask=mask)
+    valid = torch.ones_like(rewards, dtype=torch.bool) if mask is None else mask > 0
     out = torch.empty_like(rewards)
-    current = to_go[0]  # R(tau) is the reward-to-go at the episode's first step
+    current = torch.zeros_like(rewards[0])
+    starting = torch.ones_like(valid[0])  # the next valid step of each column starts an episode
     for t in range(rewards.shape[0]):
         if t > 0:
-            current = torch.where(ends[t - 1] > 0, to_go[t], current)
+            starting = starting | (ends[t - 1] > 0)
+        # R(tau) is the reward-to-go at the episode's first valid step (a masked reset step is skipped).
+        current = torch.where(starting & valid[t], to_go[t], current)
+        starting = starting & ~valid[t]
         out[t] = current
     return out if mask is None else out * mask.to(rewards.dtype)
 

@@ -28,7 +28,7 @@ from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, spa
 from agents.logger import Logger
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
-from agents.utils import flatten_time, index, resolve_device, seed_everything, to_tensor
+from agents.utils import add_batch_dim, flatten_time, index, is_single_obs, resolve_device, seed_everything, to_tensor
 
 CHECKPOINT_FORMAT = "textenv.agents.PPO"
 
@@ -125,6 +125,7 @@ class PPO:
         self.num_timesteps = 0
         self.iteration = 0
         self._collector: RolloutCollector | None = None
+        self._reset_seed = seed
         self.last_rollout: Rollout | None = None
 
     # ------------------------------------------------------------------ training
@@ -133,10 +134,6 @@ class PPO:
         if self.env is None:
             raise ValueError("this PPO has no env: pass one to PPO(...) or PPO.load(path, env=...) to train")
         cfg = self.config
-        if self._collector is None:
-            self._collector = RolloutCollector(
-                self.env, self.policy, cfg.n_steps, self.device, self.seed, cfg.logprob_reward_coef
-            )
         batch = cfg.n_steps * self.env.num_envs
         n_iterations = max(1, math.ceil(total_timesteps / batch))
         logger = Logger(cfg.log_dir, n_iterations, cfg.progress_bar)
@@ -146,6 +143,9 @@ class PPO:
                     self._set_lr(cfg.learning_rate * (1.0 - i / n_iterations))
                 start = time.perf_counter()
                 self.policy.eval()  # rollouts without dropout
+                if self._collector is None:  # first iteration, or a callback called reset_episodes
+                    self._collector = RolloutCollector(self.env, self.policy, cfg.n_steps, self.device, self._reset_seed)
+                self._collector.logprob_reward_coef = cfg.logprob_reward_coef  # a KL controller may move it
                 rollout = self._collector.collect()
                 self.last_rollout = rollout  # callbacks read its episode infos (agents.rlhf)
                 rollout_time = time.perf_counter() - start
@@ -169,6 +169,11 @@ class PPO:
         finally:
             logger.close()
         return self
+
+    def reset_episodes(self, seed: int | None = None) -> None:
+        """Start fresh episodes in every sub-env at the next ``learn`` (episodes in progress are dropped)."""
+        self._collector = None
+        self._reset_seed = seed
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One PPO update on a rollout; returns the mean loss terms and diagnostics."""
@@ -244,8 +249,8 @@ class PPO:
     # ------------------------------------------------------------------ acting
     def predict(self, obs, deterministic: bool = False) -> tuple[np.ndarray | int, None]:
         """Action(s) for one observation or a batch, as in stable-baselines3: returns (action, None)."""
-        single = _is_single(obs, self.observation_space)
-        batch = _add_batch_dim(obs) if single else obs
+        single = is_single_obs(obs, self.observation_space)
+        batch = add_batch_dim(obs) if single else obs
         self.policy.eval()
         actions, _, _ = self.policy.act(to_tensor(batch, self.device), deterministic=deterministic)
         actions = actions.cpu().numpy()
@@ -328,16 +333,3 @@ def episode_metrics(rollout: Rollout) -> dict[str, float]:
         "episode_length": float(np.mean(rollout.episode_lengths)),
         "episodes": len(rollout.episode_returns),
     }
-
-
-def _is_single(obs, space: gym.Space) -> bool:
-    if isinstance(space, gym.spaces.Dict):
-        key = next(iter(space.spaces))
-        return np.asarray(obs[key]).shape == space.spaces[key].shape
-    return np.asarray(obs).shape == space.shape
-
-
-def _add_batch_dim(obs):
-    if isinstance(obs, dict):
-        return {k: np.asarray(v)[None] for k, v in obs.items()}
-    return np.asarray(obs)[None]

@@ -45,12 +45,13 @@ from torch import Tensor
 from agents import functional as F
 from agents.logger import Logger
 from agents.policies import ActorCritic, MLPActorCritic
-from agents.ppo import _add_batch_dim, _is_single, episode_metrics
+from agents.ppo import episode_metrics
+from agents.utils import add_batch_dim, is_single_obs
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
 from agents.utils import flatten_time, resolve_device, seed_everything, to_tensor
 
 ESTIMATORS = ("return", "reward_to_go", "baseline", "gae")
-"""The rungs of the lecture's ladder, in the order they reduce variance."""
+"""The rungs of the lecture's ladder, in its order (examples/reinforce_ladder.py measures what each one buys)."""
 
 
 @dataclass
@@ -317,8 +318,8 @@ class REINFORCE:
 
     def predict(self, obs, deterministic: bool = False) -> tuple[np.ndarray | int, None]:
         """Action(s) for one observation or a batch, as in stable-baselines3: returns (action, None)."""
-        single = _is_single(obs, self.observation_space)
-        batch = _add_batch_dim(obs) if single else obs
+        single = is_single_obs(obs, self.observation_space)
+        batch = add_batch_dim(obs) if single else obs
         self.policy.eval()
         actions, _, _ = self.policy.act(to_tensor(batch, self.device), deterministic=deterministic)
         actions = actions.cpu().numpy()

@@ -160,9 +160,7 @@ def set_kl_coef(agent: PPO, value: float) -> None:
     """Set beta everywhere it is paid: the env (mode a, and mode b's +beta*log pi_ref) and the agent (mode b's -beta*log pi)."""
     agent.env.unwrapped.kl_coef = value
     if agent.config.logprob_reward_coef:
-        agent.config.logprob_reward_coef = value
-        if agent._collector is not None:
-            agent._collector.logprob_reward_coef = value
+        agent.config.logprob_reward_coef = value  # PPO hands it to its rollouts every iteration
 
 
 # ---------------------------------------------------------------------------------------------- per-iteration metrics
@@ -540,8 +538,7 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
     def new_segment() -> None:
         # Fresh episodes from a seed that depends only on the iteration: a run resumed here sees what an
         # uninterrupted run sees.
-        agent._collector = RolloutCollector(env, policy, ppo_cfg.n_steps, agent.device,
-                                            config.seed * 100_003 + agent.iteration, agent.config.logprob_reward_coef)
+        agent.reset_episodes(seed=config.seed * 100_003 + agent.iteration)
         env.pop_window()
 
     def on_iteration(agent: PPO, metrics: dict):

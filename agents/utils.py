@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -53,3 +54,18 @@ def stack_obs(items: list):
     if isinstance(items[0], dict):
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
     return np.stack([np.asarray(it) for it in items])
+
+
+def is_single_obs(obs, space) -> bool:
+    """True when ``obs`` is one observation of ``space`` rather than a batch."""
+    if isinstance(space, gym.spaces.Dict):
+        key = next(iter(space.spaces))
+        return np.asarray(obs[key]).shape == space.spaces[key].shape
+    return np.asarray(obs).shape == space.shape
+
+
+def add_batch_dim(obs):
+    """One observation (or a dict of them) as a batch of one."""
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs)[None]

@@ -20,15 +20,6 @@ def custom_policy():
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # A tiny network: a second thread only adds synchronisation, which is slow on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_custom_policy_reaches_the_optimal_greedy_return(custom_policy, tmp_path):
     agent, score = custom_policy.train(steps=20_000, seed=0)
     assert isinstance(agent.policy, custom_policy.CellEmbeddingActorCritic)

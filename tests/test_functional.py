@@ -72,6 +72,12 @@ def test_episode_returns_whole_return_at_every_step():
     assert torch.allclose(F.episode_returns(two_cols, ends), torch.tensor([[1.0, 1.0], [2.0, 1.0]]))
 
 
+def test_episode_returns_skip_the_masked_reset_step():
+    # NEXT_STEP autoreset: step 2 is the ignored reset step between episodes [1, 2] and [10, 20]
+    r = F.episode_returns(t(1, 2, 0, 10, 20), t(0, 1, 0, 0, 1), mask=t(1, 1, 0, 1, 1))
+    assert torch.allclose(r, t(3, 3, 0, 30, 30))
+
+
 def test_policy_loss_clips_both_ways():
     old = torch.zeros(4)
     logp = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))

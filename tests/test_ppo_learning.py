@@ -18,15 +18,6 @@ from textenv.gridworld import policy_return, value_iteration
 GRID = PPOConfig(n_steps=16, learning_rate=3e-3, gae_lambda=0.8, clip_vloss=False, progress_bar=False)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # These networks are tiny: a second thread only adds synchronisation, which is slow on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def grid_envs(n=64):
     return gym.make_vec("GridWorld-v0", num_envs=n, vectorization_mode="vector_entry_point")
 

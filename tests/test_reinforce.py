@@ -12,15 +12,6 @@ from agents.rollout import RolloutCollector
 from textenv.gridworld import policy_return
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny networks: a second thread only adds synchronisation, which is slow on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t(*rows):
     """A (T, 1) float tensor from per-step values."""
     return torch.tensor(rows, dtype=torch.float32)[:, None]
