@@ -26,6 +26,7 @@ class Logger:
         self.bar = tqdm(total=total, disable=not progress_bar, dynamic_ncols=True)
         self.csv_file = self.writer = self.tb = None
         self.fields: list[str] | None = None
+        self.rows: list[dict[str, float]] = []
         if log_dir is not None:
             self.log_dir = Path(log_dir)
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -40,11 +41,17 @@ class Logger:
         self.bar.update(1)
         self.bar.set_postfix({k: f"{scalars[k]:.3g}" for k in BAR_KEYS if k in scalars and math.isfinite(scalars[k])})
         if self.csv_file is not None:
-            if self.fields is None:
-                self.fields = list(scalars)
-                self.writer = csv.DictWriter(self.csv_file, fieldnames=self.fields, extrasaction="ignore")
+            self.rows.append(scalars)
+            new = [k for k in scalars if k not in (self.fields or [])]
+            if new:  # a metric appeared late (e.g. the first rollout finished no episode): rewrite with it
+                self.fields = (self.fields or []) + new
+                self.csv_file.seek(0)
+                self.csv_file.truncate()
+                self.writer = csv.DictWriter(self.csv_file, fieldnames=self.fields, restval="")
                 self.writer.writeheader()
-            self.writer.writerow(scalars)
+                self.writer.writerows(self.rows)
+            else:
+                self.writer.writerow(scalars)
             self.csv_file.flush()
         if self.tb is not None:
             for k, v in scalars.items():
