@@ -21,7 +21,6 @@ import argparse
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
 
 

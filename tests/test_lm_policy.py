@@ -3,7 +3,6 @@
 import copy
 
 import numpy as np
-import pytest
 import torch
 from text_fixtures import *  # noqa: F401,F403
 from text_fixtures import PROMPTS, length_reward, make_lm, make_rm
