@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from agents.policies import ActorCritic
 from agents.utils import resolve_device
 from textenv.text.decoding import IncrementalLM
+from textenv.text.loading import load_causal_lm
 from textenv.text.sampling import SamplingConfig
 
 
@@ -50,14 +51,8 @@ def env_sampling(env) -> SamplingConfig:
 
 
 def load_lm(spec, device: torch.device) -> nn.Module:
-    """A causal LM from a module (used as is) or a Hugging Face name / local path."""
-    if isinstance(spec, nn.Module):
-        return spec.to(device)
-    if isinstance(spec, (str, Path)):
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(str(spec)).to(device)
-    raise TypeError(f"the policy model must be a causal LM module, a name or a path, got {type(spec).__name__}")
+    """A causal LM from a module (moved to ``device``) or a Hugging Face name / local path."""
+    return load_causal_lm(spec, device).to(device)
 
 
 def load_trunk(spec, device: torch.device) -> nn.Module:

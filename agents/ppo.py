@@ -140,7 +140,7 @@ class PPO:
         try:
             for i in range(n_iterations):
                 if cfg.anneal_lr:
-                    self._set_lr(cfg.learning_rate * (1.0 - i / n_iterations))
+                    self.set_learning_rate(cfg.learning_rate * (1.0 - i / n_iterations))
                 start = time.perf_counter()
                 self.policy.eval()  # rollouts without dropout
                 if self._collector is None:  # first iteration, or a callback called reset_episodes
@@ -242,7 +242,8 @@ class PPO:
         else:
             yield from torch.randperm(T * N, device=self.device).chunk(min(cfg.n_minibatches, T * N))
 
-    def _set_lr(self, lr: float) -> None:
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the optimizer's step size (learn() anneals it when ``anneal_lr``; schedulers may call this)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 

@@ -494,7 +494,7 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
 
     def on_iteration(agent: PPO, metrics: dict):
         rlhf_cb(agent, metrics)
-        set_lr(agent, lr_at(agent.iteration))
+        agent.set_learning_rate(lr_at(agent.iteration))
         if config.log_every and (agent.iteration % config.log_every == 0 or agent.iteration == total):
             print(format_metrics(metrics, total), flush=True)
         stop = callback is not None and callback(agent, metrics) is False
@@ -509,7 +509,7 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
     remaining = total - agent.iteration
     if remaining > 0:
         new_segment()
-        set_lr(agent, lr_at(agent.iteration))
+        agent.set_learning_rate(lr_at(agent.iteration))
         try:
             agent.learn(remaining * ppo_cfg.n_steps * env.num_envs, callback=on_iteration)
         except (FloatingPointError, ValueError) as e:
@@ -517,11 +517,6 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
                     else "no checkpoint had been written yet")
             raise type(e)(f"RLHF training stopped at iteration {agent.iteration + 1}: {e} ({kept})") from e
     return RLHFResult(agent, rlhf_cb.history, ckpt_path)
-
-
-def set_lr(agent: PPO, lr: float) -> None:
-    for group in agent.optimizer.param_groups:
-        group["lr"] = lr
 
 
 def format_metrics(m: dict, total: int) -> str:

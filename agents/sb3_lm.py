@@ -27,7 +27,6 @@ when it runs in mode (b), and the env computes the whole KL in mode (a).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 from gymnasium import spaces
@@ -36,6 +35,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import Tensor, nn
 
+from textenv.text.loading import load_causal_lm
 from textenv.text.sampling import SamplingConfig
 
 
@@ -61,11 +61,7 @@ class SB3LMPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule) -> None:
         spec = self._lm_spec[0]
-        if isinstance(spec, (str, Path)):
-            from transformers import AutoModelForCausalLM
-
-            spec = AutoModelForCausalLM.from_pretrained(str(spec))
-        self.lm = spec.eval()
+        self.lm = load_causal_lm(spec, "cpu").eval()  # SB3 moves the whole policy to its device afterwards
         if not isinstance(self.action_dist, CategoricalDistribution):
             raise TypeError(f"SB3LMPolicy needs a Discrete action space, got {self.action_space}")
         hidden = self.lm.get_output_embeddings().weight.shape[1]

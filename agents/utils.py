@@ -8,12 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when it is available and the CPU otherwise; anything else goes to torch.device."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from textenv.text.loading import resolve_device  # noqa: F401  (one "auto" device rule for envs and agents)
 
 
 def seed_everything(seed: int | None) -> None:

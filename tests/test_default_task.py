@@ -7,22 +7,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from textenv import default
 from textenv.default.corpus import (NEGATIVE_WORDS, POSITIVE_WORDS, generate_prompts, generate_reviews,
                                     sentiment_of)
 from textenv.default.judge import fluency, judge_details
 from textenv.default.tokenizer import train_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and it keeps the numbers the same on any machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- corpus --------------------------------------------------------------------------------------------

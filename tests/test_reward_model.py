@@ -13,14 +13,6 @@ from textenv.reward_model import (RewardTrainConfig, evaluate, gold_agreement, i
                                   save_reward_model, score_texts, set_normalization, train_reward_model)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sft():
     from transformers import AutoModelForCausalLM, AutoTokenizer
