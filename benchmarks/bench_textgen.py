@@ -9,20 +9,25 @@
     re-run 16x more tokens; the goal is a ratio <= 1.5x.
 (2) Rollout tokens/s through TextGenVectorEnv with --num-envs rows (reference log-probs, the KL penalty and
     reward-model scoring of finished episodes included) against ``model.generate`` of the same model at
-    the same batch size, in the same run (generate makes exactly --new-tokens tokens per row); the goal is
-    a ratio >= 0.5x. Ways of choosing actions:
-      random               uniform token ids, no policy (mode b): one reference forward per step;
+    the same batch size, in the same run; the goal is a ratio >= 0.5x. Two generate baselines:
+      generate, fixed length   exactly --new-tokens tokens per row (min_new_tokens): generate at its fastest;
+      generate, stops at EOS   rows end at a sampled EOS and idle until the longest ends (generate-then-score
+                               rollouts, as in TRL); tokens counted up to and including each row's EOS.
+    Ways of choosing actions, each set against the generate with the same length rule ("goal" marks it):
+      random               uniform token ids, no policy (mode b): one reference forward per step; EOS is
+                           rare, so most episodes run the full length, but they end at different steps;
       random, fixed length the same with stop_at_eos=False: every episode lasts --new-tokens steps and all
                            rows end together, so the env does generate's work plus the KL and one batched
-                           reward-model call per --new-tokens steps (the like-for-like comparison);
+                           reward-model call per --new-tokens steps;
       policy = ref         sampled from the reference itself through a shared IncrementalLM (mode a): the
                            agent's forward and the env's are one and the same (the memo), KL = 0;
       policy copy          sampled from a separate copy of the model (mode a): two forwards per step, as in
-                           RLHF training, so ~0.5x of generate is its ceiling.
-    When episodes end at EOS at different steps (same-step autoreset), most steps also prefill the new
-    prompts and score the finished texts with the reward model: two more, small forwards per step. On a
-    CPU the reward model's pass over prompt + completion costs about as much as generating the completion,
-    so these rows sit below the fixed-length one; the shorter the episodes, the lower.
+                           RLHF training.
+    When episodes end at different steps (same-step autoreset), most steps restart a few rows and score
+    the finished texts with the reward model. The restarts cost no forward once a prompt's prefill is in
+    the reference's prompt cache (the env fills it with its prompt list at the first step); the reward
+    model's call remains, and on a CPU with a model this small every call costs about as much as a
+    generation step, so the sampled modes sit well below fixed-length generate (printed as "vs fixed").
     Uses the embedded default task (textenv/default/artifacts) when it exists (or --task-dir), else a
     random GPT-2 of similar size with a word-level tokenizer and a length reward.
 """
@@ -112,7 +117,7 @@ def load_task(args):
             import textenv.default as default
 
             sft, rm = default.sft_path(), default.reward_path()
-            prompt_file = default.prompts("train")
+            prompt_file = default.prompts_path("train")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from textenv.text.loading import load_prompts
@@ -130,12 +135,14 @@ MODES = {
     "random": "uniform token ids, no policy (mode b)",
     "random, fixed length": "the same with stop_at_eos=False: every episode is --new-tokens long, like generate",
     "policy = ref": "sampled from the reference through the shared IncrementalLM (mode a, one forward)",
-    "policy copy": "sampled from a separate copy of the model (mode a, two forwards: ceiling ~0.5x)",
+    "policy copy": "sampled from a separate copy of the model (mode a, two forwards per step, as in RLHF training)",
 }
+# Which generate each env mode is set against: the same length rule (fixed, or ends at a sampled EOS).
+BASELINE = {"random": "fixed", "random, fixed length": "fixed", "policy = ref": "eos", "policy copy": "eos"}
 
 
 class EnvRollout:
-    """A TextGenVectorEnv and an action source; ``run(steps)`` returns the seconds ``steps`` vector steps took."""
+    """A TextGenVectorEnv and an action source; ``run(steps)`` -> (seconds, tokens) for ``steps`` vector steps."""
 
     def __init__(self, model, tok, reward, prompts, args, mode: str) -> None:
         from textenv.text.decoding import IncrementalLM
@@ -149,7 +156,8 @@ class EnvRollout:
         self.gen = torch.Generator().manual_seed(0)
         self.rng = np.random.default_rng(0)
         self.obs, _ = self.env.reset(seed=0)
-        self.run(args.new_tokens)  # warm-up episode
+        self.steps = args.new_tokens
+        self.run()  # warm-up episode
 
     def act(self):
         if self.agent is None:
@@ -157,54 +165,72 @@ class EnvRollout:
         logits = self.agent.next_token_logits(self.obs["input_ids"], self.obs["attention_mask"])
         return self.env.sampling.sample(logits, generator=self.gen).numpy()
 
-    def run(self, steps: int) -> float:
+    def run(self) -> tuple[float, int]:
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(self.steps):
             self.obs, *_ = self.env.step(self.act())
-        return time.perf_counter() - start
+        return time.perf_counter() - start, self.steps * self.env.num_envs
 
 
 class Generate:
-    """``model.generate`` of --new-tokens tokens (no early stop) for --num-envs prompts."""
+    """``model.generate`` for --num-envs prompts, at most --new-tokens tokens per row.
 
-    def __init__(self, model, tok, prompts, args) -> None:
+    ``stop_at_eos=False``: exactly --new-tokens tokens per row (min_new_tokens), all of them counted.
+    ``stop_at_eos=True``: rows end at a sampled EOS and idle (padding) until the longest row ends, as in
+    generate-then-score rollouts (TRL's PPOTrainer); the tokens counted are each row's up to and including EOS,
+    which is what an env episode of the same response takes in steps.
+    """
+
+    def __init__(self, model, tok, prompts, args, stop_at_eos: bool) -> None:
         rng = np.random.default_rng(0)
         batch = [prompts[i] for i in rng.integers(0, len(prompts), args.num_envs)]
         tok.padding_side = "left"
-        self.model, self.new = model, args.new_tokens
+        self.model, self.new, self.eos = model, args.new_tokens, tok.eos_token_id
         self.enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=args.prompt_tokens)
         self.kwargs = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=args.new_tokens,
-                           min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
-        self.run(0)  # warm-up
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        if not stop_at_eos:
+            self.kwargs["min_new_tokens"] = args.new_tokens
+        self.run()  # warm-up
 
     @torch.no_grad()
-    def run(self, _steps: int) -> float:
+    def run(self) -> tuple[float, int]:
         start = time.perf_counter()
         out = self.model.generate(**self.enc, **self.kwargs)
         elapsed = time.perf_counter() - start
-        assert out.shape[1] - self.enc["input_ids"].shape[1] == self.new
-        return elapsed
+        new = out[:, self.enc["input_ids"].shape[1]:]  # (B, T <= max_new_tokens)
+        is_eos = new == self.eos
+        # Tokens up to and including the first EOS, or all max_new_tokens of a row that never ends.
+        lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], self.new, dtype=torch.long))
+        return elapsed, int(lengths.sum())
 
 
 def rollout_vs_generate(args) -> None:
-    model, tok, reward, prompts, label = load_task(args)
-    print(f"(2) rollout tokens/s, {args.num_envs} envs, {args.new_tokens} new tokens per episode: {label}")
-    runners = {"model.generate": Generate(model, tok, prompts, args)}
+    from textenv.text.loading import quiet_loading
+
+    with quiet_loading():
+        model, tok, reward, prompts, label = load_task(args)
+    print(f"(2) rollout tokens/s, {args.num_envs} envs, at most {args.new_tokens} new tokens per episode: {label}")
+    runners = {"generate, fixed length": Generate(model, tok, prompts, args, stop_at_eos=False),
+               "generate, stops at EOS": Generate(model, tok, prompts, args, stop_at_eos=True)}
     runners.update({mode: EnvRollout(model, tok, reward, prompts, args, mode) for mode in MODES})
-    # Interleaved rounds, best round per runner: background load on a shared machine hits all of them alike.
-    times = {name: [] for name in runners}
+    # Interleaved rounds: background load on a shared machine hits every runner of a round alike, so the ratio
+    # is taken within each round (env tokens/s over its generate's tokens/s) and the median over rounds reported.
+    speed = {name: [] for name in runners}
     for _ in range(args.rounds):
         for name, runner in runners.items():
-            times[name].append(runner.run(args.new_tokens))
-    tokens = args.num_envs * args.new_tokens
-    best = {name: tokens / min(ts) for name, ts in times.items()}
-    median = {name: tokens / statistics.median(ts) for name, ts in times.items()}
-    gen = best["model.generate"]
-    print(f"    {'':22s} {'best':>9s} {'median':>9s}  tokens/s   (best of {args.rounds} interleaved rounds)")
+            seconds, tokens = runner.run()
+            speed[name].append(tokens / seconds)
+    print(f"    {'':24s} {'median':>9s} tokens/s   ratio: median over {args.rounds} interleaved rounds of the same round's ratio")
     for name in runners:
-        line = f"    {name:22s} {best[name]:9.0f} {median[name]:9.0f}"
-        if name != "model.generate":
-            line += f"   ratio {best[name] / gen:.2f}x (goal >= 0.5x)  {MODES[name]}"
+        line = f"    {name:24s} {statistics.median(speed[name]):9.0f}"
+        if name in MODES:
+            for base in ("fixed", "eos"):
+                ref = speed["generate, fixed length" if base == "fixed" else "generate, stops at EOS"]
+                ratio = statistics.median(e / g for e, g in zip(speed[name], ref))
+                mark = " (goal >= 0.5x)" if BASELINE[name] == base else ""
+                line += f"   vs {base:5s} {ratio:4.2f}x{mark:15s}"
+            line += f"  {MODES[name]}"
         print(line)
 
 

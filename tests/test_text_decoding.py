@@ -145,3 +145,67 @@ def test_restart_with_a_prompt_longer_than_every_cached_context():
     ids3 = torch.cat([ids2[:, 1:], torch.tensor([[13], [14]])], 1)
     out = lm(ids3, torch.ones_like(ids3) * (ids3 != 0))
     assert torch.allclose(out.logits, full_forward(model, ids3, (ids3 != 0).long())[0], atol=1e-4)
+
+
+# -- the prompt cache: remembered prefills --------------------------------------------------------------
+
+
+def left_padded(rows, width=L):
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+    return ids, (ids != 0).long()
+
+
+def test_prompt_cache_keeps_results_equal_to_a_full_recompute():
+    model = make_lm()
+    lm = IncrementalLM(model, prompt_cache_mb=1, prompt_max_tokens=4)
+    err = rollout(lm, model, steps=60, n=5, reset_prob=0.3, seed=4)  # fresh rows of 1-4 tokens recur
+    assert err < 1e-4
+    assert lm.stats["prompt_hits"] > 0
+
+
+def test_remembered_prompts_start_without_a_forward():
+    model = make_lm()
+    lm = IncrementalLM(model, prompt_cache_mb=1, prompt_max_tokens=4)
+    assert lm.remember([[5, 6, 7], [8], [5, 6, 7], [9] * 5]) == 2  # duplicates and over-long ones skipped
+    forwards = lm.stats["forwards"]
+    ids, mask = left_padded([[8], [5, 6, 7]])
+    out = lm(ids, mask)
+    assert lm.stats["forwards"] == forwards and lm.stats["prompt_hits"] == 2
+    assert torch.allclose(out.logits, full_forward(model, ids, mask)[0], atol=1e-4)
+    # Continuing from the copied cache matches too, and a new prompt next to a remembered one is prefilled.
+    ids2, mask2 = left_padded([[8, 11], [3, 4]])
+    out = lm(ids2, mask2)
+    assert lm.stats["forwards"] == forwards + 2 and lm.stats["prompt_hits"] == 2  # a decode and one prefill
+    assert torch.allclose(out.logits, full_forward(model, ids2, mask2)[0], atol=1e-4)
+
+
+def test_prompt_cache_respects_its_memory_budget_least_recently_used_first():
+    model = make_lm()
+    lm = IncrementalLM(model, prompt_cache_mb=1, prompt_max_tokens=4)
+    lm.remember([[5]])
+    per_prompt = lm._prompts_bytes
+    lm.prompt_cache_bytes = 3 * per_prompt  # room for three one-token prompts
+    for tok in (6, 7, 5, 8):  # 5 is used again before 8 arrives, so 6 is the one evicted
+        lm(*left_padded([[tok]]))
+    assert lm._prompts_bytes <= lm.prompt_cache_bytes
+    assert set(lm._prompts) == {(7,), (5,), (8,)}
+
+
+def test_prompt_cache_is_dropped_when_weights_change():
+    model = make_lm()
+    lm = IncrementalLM(model, prompt_cache_mb=1)
+    lm.remember([[5, 6]])
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.add_(0.5)
+    ids, mask = left_padded([[5, 6]])
+    out = lm(ids, mask)
+    assert lm.stats["prompt_hits"] == 0
+    assert torch.allclose(out.logits, full_forward(model, ids, mask)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "64", True])
+def test_prompt_cache_size_must_be_a_non_negative_number(bad):
+    with pytest.raises(ValueError, match="prompt_cache_mb"):
+        IncrementalLM(make_lm(), prompt_cache_mb=bad)

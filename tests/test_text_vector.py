@@ -73,6 +73,22 @@ def test_vector_env_matches_sync_vector_env_of_single_envs(env_kwargs, with_poli
     assert out_v[1].dtype == np.float64 and out_v[2].dtype == np.bool_
 
 
+def test_prompt_cache_saves_forwards_and_changes_no_result(env_kwargs):
+    """The reference's remembered prompt prefills give the same rewards and infos as prefilling each time."""
+    runs = {}
+    for mb in (0.0, 64.0):
+        vec = TextGenVectorEnv(N, **dict(env_kwargs, prompt_cache_mb=mb))
+        vec.reset(seed=3)
+        steps = [vec.step(actions_for(t, N, vec.eos_token_id, seed=1)) for t in range(15)]
+        runs[mb] = steps, vec.core.ref_lm.stats
+    (plain, plain_stats), (cached, cached_stats) = runs[0.0], runs[64.0]
+    for t, (a, b) in enumerate(zip(plain, cached)):
+        np.testing.assert_allclose(a[1], b[1], atol=1e-4, rtol=1e-5, err_msg=f"rewards at step {t}")
+        assert_info_equal(a[4], b[4])
+    assert plain_stats["prompt_hits"] == 0 and cached_stats["prompt_hits"] > 0
+    assert cached_stats["forwards"] < plain_stats["forwards"]
+
+
 def test_make_vec_vector_entry_point(env_kwargs):
     envs = gym.make_vec("TextGen-v0", num_envs=3, vectorization_mode="vector_entry_point", **env_kwargs)
     assert isinstance(envs.unwrapped, TextGenVectorEnv) and envs.num_envs == 3

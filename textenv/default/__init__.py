@@ -30,7 +30,7 @@ ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "artifacts"
 """Where the built default task lives (replaced as a whole by ``python -m textenv.default.build``)."""
 SPLITS = ("train", "test")
 
-__all__ = ["ARTIFACTS_DIR", "sft_path", "reward_path", "prompts", "gold_score", "preferences"]
+__all__ = ["ARTIFACTS_DIR", "sft_path", "reward_path", "prompts", "prompts_path", "gold_score", "preferences"]
 
 
 def _artifact(name: str) -> Path:
@@ -57,6 +57,15 @@ def reward_path() -> Path:
     return _artifact("reward")
 
 
+def prompts_path(split: str = "train") -> Path:
+    """The jsonl file of the task's prompts (one ``{"prompt": ...}`` per line); any env's ``prompts=`` takes it.
+
+    ``TextGen-v0`` reads this file rather than ``prompts()``: importing ``datasets`` would add ~0.5-1.4 s
+    to ``gym.make`` (benchmarks/bench_make.py).
+    """
+    return _artifact(f"prompts_{_check_split(split)}.jsonl")
+
+
 def prompts(split: str = "train"):
     """The task's prompts (review openings) as a ``datasets.Dataset`` with one column, "prompt" (str).
 
@@ -66,7 +75,7 @@ def prompts(split: str = "train"):
 
     from datasets import Dataset
 
-    with open(_artifact(f"prompts_{_check_split(split)}.jsonl"), encoding="utf-8") as f:
+    with open(prompts_path(split), encoding="utf-8") as f:
         rows = [json.loads(line)["prompt"] for line in f if line.strip()]
     return Dataset.from_dict({"prompt": rows})
 

@@ -90,6 +90,7 @@ class TextGenCore:
         reward_label: int | str | None = None,
         reward_tokenizer=None,
         normalize_reward: bool = True,
+        prompt_cache_mb: float = 64.0,
     ) -> None:
         for name, value in (("num_envs", num_envs), ("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -120,7 +121,8 @@ class TextGenCore:
         self._check_fit(self.ref_model)
         self.eos_token_id, self.pad_token_id = self._special_ids()
 
-        self.ref_lm = IncrementalLM(self.ref_model)
+        # The reference is frozen, so the prefill of each prompt it has seen is worth keeping (see IncrementalLM).
+        self.ref_lm = IncrementalLM(self.ref_model, prompt_cache_mb=prompt_cache_mb, prompt_max_tokens=self.max_prompt_tokens)
         if policy is None:
             self.policy_lm = None
         elif hasattr(policy, "next_token_logits"):
@@ -138,7 +140,7 @@ class TextGenCore:
         self.reward_fn = make_reward_fn(reward, tokenizer=reward_tokenizer, device=self.device, label=reward_label,
                                         normalize=normalize_reward)
         if prompts is None:
-            prompts = _default_task().prompts("train")
+            prompts = _default_task().prompts_path("train")
         self.prompts = load_prompts(prompts)
 
         n, length = self.num_envs, self.seq_len
@@ -146,6 +148,8 @@ class TextGenCore:
         self.mask = np.zeros((n, length), dtype=np.int64)  # (N, L)
         self.prompt_ids: list[list[int]] = [[] for _ in range(n)]
         self.prompt_text: list[str] = ["" for _ in range(n)]
+        self._token_memo: dict[str, tuple[int, ...]] = {}
+        self._prompts_remembered = False
         self.gen_len = np.zeros(n, dtype=np.int64)  # tokens generated so far
         self.has_eos = np.zeros(n, dtype=bool)
         self.live = np.zeros(n, dtype=bool)  # an episode is in progress
@@ -208,7 +212,7 @@ class TextGenCore:
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError(f"empty prompt {prompt!r}: a prompt needs at least one token")
-            ids, text = list(self.tokenizer(prompt)["input_ids"]), prompt
+            ids, text = self._tokenize(prompt), prompt
         else:
             try:
                 ids = [int(t) for t in prompt]
@@ -234,6 +238,31 @@ class TextGenCore:
         if text is None:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return ids, text
+
+    def _tokenize(self, text: str) -> list[int]:
+        # Prompts come from a fixed list and recur every few episodes: tokenizing each reset row again
+        # cost ~7% of a rollout step (benchmarks/bench_textgen.py), so texts are tokenized once.
+        ids = self._token_memo.get(text)
+        if ids is None:
+            if len(self._token_memo) >= 100_000:  # bound the memory for endless streams of distinct prompts
+                self._token_memo.clear()
+            ids = self._token_memo[text] = tuple(self.tokenizer(text)["input_ids"])
+        return list(ids)
+
+    def _remember_prompts(self) -> None:
+        """Prefill the prompt list into the reference's prompt cache once, in a few batched calls.
+
+        Done at the first step rather than at construction, which stays quick (``gym.make``). Only lists of
+        up to 20k text prompts are tokenized for this; longer ones fill the cache as prompts come up.
+        """
+        self._prompts_remembered = True
+        if self.ref_lm.prompt_cache_bytes == 0 or len(self.prompts) > 20_000:
+            return
+        texts = [p for p in self.prompts if isinstance(p, str) and p.strip() and p not in self._token_memo]
+        if texts:
+            for text, ids in zip(texts, self.tokenizer(texts)["input_ids"]):
+                self._token_memo[text] = tuple(ids)
+        self.ref_lm.remember(self._token_memo[p] for p in self.prompts if p in self._token_memo)
 
     def reset_rows(self, rows, prompts) -> list[str]:
         """Start new episodes in ``rows`` from ``prompts`` (text or token ids). Returns the prompt texts."""
@@ -277,6 +306,8 @@ class TextGenCore:
     def step(self, actions) -> StepParts:
         """Append one token per row; returns rewards, flags and the reward's parts. Ended rows stop being live."""
         actions = self.check_actions(actions)
+        if not self._prompts_remembered:
+            self._remember_prompts()
         ids_t = torch.from_numpy(self.ids).to(self.device)
         mask_t = torch.from_numpy(self.mask).to(self.device)
         act_t = torch.from_numpy(actions).to(self.device)[:, None]  # (N, 1)

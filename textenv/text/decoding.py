@@ -14,6 +14,12 @@ Per call, row by row:
 - the whole input is identical to the previous call: the memoised outputs are returned, no forward.
   This is how the env and an agent holding the same ``IncrementalLM`` share one forward per step.
 
+Optionally (``prompt_cache_mb > 0``) the prefill of short contexts, the prompts an env restarts episodes
+from, is kept per token sequence (least recently used first out, within a memory budget) and copied into
+the batch cache when the same prompt comes back, with no forward: the idea of vLLM's automatic prefix
+caching, for whole prompts. An env restarts a few rows on most steps, so for a frozen reference model this
+removes one of the (small, overhead-bound) model calls of such steps (benchmarks/bench_textgen.py).
+
 Position ids are ``attention_mask.cumsum(-1) - 1`` (clamped at 0), so left padding does not shift the
 positions of real tokens and the results equal a full forward over the unpadded text.
 
@@ -24,6 +30,7 @@ bumps their version counters), so an agent may keep one ``IncrementalLM`` across
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,20 +49,47 @@ class LMStep:
     """(N, H) last-layer hidden state at the last position (the input of the LM head; for a value head)."""
 
 
+@dataclass
+class _Prefill:
+    """One remembered prefill: next-token logits, hidden state and per-layer (keys, values) of its real tokens."""
+
+    logits: torch.Tensor  # (V,)
+    hidden: torch.Tensor  # (H,)
+    kv: list  # per layer: keys and values, each (heads, n, d)
+
+    @property
+    def length(self) -> int:
+        return int(self.kv[0][0].shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.logits, self.hidden] + [t for pair in self.kv for t in pair]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
 class IncrementalLM:
     """KV-cached next-token logits for left-padded batches.
 
     :param model: a Hugging Face causal LM (``AutoModelForCausalLM``). It is not moved, not put in eval
         mode and never trained here; calls run under ``torch.no_grad()`` on the model's device.
+    :param prompt_cache_mb: memory for remembered prefills (0: none). Rows that start from scratch with at
+        most ``prompt_max_tokens`` real tokens are remembered; the entries are dropped when the weights change.
+    :param prompt_max_tokens: the longest context remembered (an env passes its ``max_prompt_tokens``).
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, prompt_cache_mb: float = 0.0, prompt_max_tokens: int = 64) -> None:
+        if isinstance(prompt_cache_mb, bool) or not isinstance(prompt_cache_mb, (int, float)) or not 0 <= prompt_cache_mb < float("inf"):
+            raise ValueError(f"prompt_cache_mb must be a finite number of megabytes >= 0 (0 turns it off), got {prompt_cache_mb!r}")
         self.model = model
+        self.prompt_cache_bytes, self.prompt_max_tokens = int(prompt_cache_mb * 2**20), int(prompt_max_tokens)
+        self._prompts: OrderedDict[tuple, _Prefill] = OrderedDict()  # token ids -> remembered prefill, LRU order
+        self._prompts_bytes, self._prompts_version = 0, None
         self._params = list(model.parameters())
         self.device = self._params[0].device if self._params else torch.device("cpu")
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-        self.stats = {"forwards": 0, "prefill_rows": 0, "decode_rows": 0, "memo_hits": 0}
-        """Counters (tests and benchmarks read them): model calls, rows re-prefilled, rows advanced by one token, memo hits."""
+        self.stats = {"forwards": 0, "prefill_rows": 0, "decode_rows": 0, "memo_hits": 0, "prompt_hits": 0}
+        """Counters (tests and benchmarks read them): model calls, rows re-prefilled, rows advanced by one token,
+        memo hits, rows started from a remembered prefill."""
         self.reset()
 
     def reset(self) -> None:
@@ -111,14 +145,14 @@ class IncrementalLM:
         try:
             new_rows = (~cont).nonzero().squeeze(-1)
             if not bool(cont.any()):
-                logits, hidden, self._cache, self._cache_mask = self._prefill(ids, mask)
+                logits, hidden, self._cache, self._cache_mask = self._start_rows(ids, mask, version)
             else:
                 # Every row runs its newest token against the cache, restarted rows too (cheaper than splitting
                 # the batch and merging caches); their outputs and cache rows are then replaced by a prefill.
                 logits, hidden = self._decode(ids, mask)
                 self.stats["decode_rows"] += int(cont.sum())
                 if len(new_rows):
-                    lg, hd, fresh, fresh_mask = self._prefill(ids[new_rows], mask[new_rows])
+                    lg, hd, fresh, fresh_mask = self._start_rows(ids[new_rows], mask[new_rows], version)
                     logits[new_rows], hidden[new_rows] = lg, hd
                     self._write_rows(new_rows, fresh, fresh_mask)
             self._trim()
@@ -161,6 +195,94 @@ class IncrementalLM:
         pos = mask.sum(-1, keepdim=True) - 1  # (N, 1)
         self._cache_mask = torch.cat([self._cache_mask, torch.ones_like(new_ids)], dim=1)  # (N, C + 1)
         return self._forward(new_ids, self._cache_mask, pos, self._cache)
+
+    # -- rows that start from scratch: remembered prefills, else a prefill --------------------------------
+
+    @torch.no_grad()
+    def remember(self, contexts, batch_size: int = 256) -> int:
+        """Prefill token-id sequences ahead of use, in batches, until the prompt cache is full.
+
+        An env calls this with its prompt list so that later restarts cost no forward. Sequences longer
+        than ``prompt_max_tokens``, empty ones and ones already remembered are skipped. Returns how many
+        sequences are remembered in all.
+        """
+        if self.prompt_cache_bytes == 0:
+            return 0
+        version = self._weights_version()
+        if self._prompts_version != version:
+            self._prompts.clear()
+            self._prompts_bytes, self._prompts_version = 0, version
+        todo = list(dict.fromkeys(tuple(int(t) for t in c) for c in contexts))
+        todo = [c for c in todo if 0 < len(c) <= self.prompt_max_tokens and c not in self._prompts]
+        for start in range(0, len(todo), batch_size):
+            if self._prompts and self._prompts_bytes >= self.prompt_cache_bytes * 0.9:
+                break  # full: keep room for the prompts that actually come up
+            chunk = todo[start:start + batch_size]
+            width = max(len(c) for c in chunk)
+            ids = torch.zeros(len(chunk), width, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for j, c in enumerate(chunk):
+                ids[j, width - len(c):] = torch.tensor(c)
+                mask[j, width - len(c):] = 1
+            self._remember(chunk, range(len(chunk)), *self._prefill(ids, mask))
+        return len(self._prompts)
+
+    def _start_rows(self, ids: torch.Tensor, mask: torch.Tensor, version: int):
+        """``_prefill``'s outputs for fresh rows, taking remembered prompts from the store instead of the model."""
+        if self.prompt_cache_bytes == 0:
+            return self._prefill(ids, mask)
+        if self._prompts_version != version:  # new weights: every remembered prefill is stale
+            self._prompts.clear()
+            self._prompts_bytes, self._prompts_version = 0, version
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
+        found = [self._prompts.get(k) for k in keys]
+        missing = [j for j, entry in enumerate(found) if entry is None]
+        if len(missing) == len(keys):  # nothing to copy: the plain prefill's outputs are already in place
+            out = self._prefill(ids, mask)
+            self._remember(keys, range(len(keys)), *out)
+            return out
+        if missing:
+            out = self._prefill(ids[missing], mask[missing])
+            for j, entry in zip(missing, self._remember(keys, missing, *out)):
+                found[j] = entry
+        for k, entry in zip(keys, found):
+            if k in self._prompts:
+                self._prompts.move_to_end(k)  # most recently used
+        self.stats["prompt_hits"] += len(keys) - len(missing)
+        return self._stack(found)
+
+    def _remember(self, keys, rows, logits, hidden, cache: DynamicCache, cache_mask) -> list[_Prefill]:
+        """Split a batched prefill into one entry per row and store those that are prompts."""
+        entries = []
+        for j, row in enumerate(rows):
+            n = int(cache_mask[j].sum())  # real tokens, right-aligned
+            entry = _Prefill(logits[j].clone(), hidden[j].clone(),
+                             [(layer.keys[j, :, -n:].clone(), layer.values[j, :, -n:].clone()) for layer in cache.layers])
+            entries.append(entry)
+            key = keys[row]
+            if n <= self.prompt_max_tokens and key not in self._prompts and entry.nbytes <= self.prompt_cache_bytes:
+                while self._prompts_bytes + entry.nbytes > self.prompt_cache_bytes:
+                    self._prompts_bytes -= self._prompts.popitem(last=False)[1].nbytes  # least recently used
+                self._prompts[key] = entry
+                self._prompts_bytes += entry.nbytes
+        return entries
+
+    def _stack(self, entries: list[_Prefill]):
+        """Entries -> a left-padded batch: logits (n, V), hidden (n, H), cache (n, heads, C, d), mask (n, C)."""
+        width = max(e.length for e in entries)
+        mask = torch.zeros(len(entries), width, dtype=torch.long, device=self.device)
+        cache = DynamicCache()
+        for layer_idx in range(len(entries[0].kv)):
+            k0, _ = entries[0].kv[layer_idx]
+            keys = k0.new_zeros(len(entries), k0.shape[0], width, k0.shape[2])
+            values = torch.zeros_like(keys)
+            for j, e in enumerate(entries):
+                k, v = e.kv[layer_idx]
+                keys[j, :, width - e.length:], values[j, :, width - e.length:] = k, v
+            cache.update(keys, values, layer_idx)
+        for j, e in enumerate(entries):
+            mask[j, width - e.length:] = 1
+        return (torch.stack([e.logits for e in entries]), torch.stack([e.hidden for e in entries]), cache, mask)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 

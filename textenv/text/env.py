@@ -95,7 +95,7 @@ class TextGenEnv(gym.Env):
       multi-label classifier, ``reward_tokenizer`` the RM's tokenizer when it is passed as a module,
       ``normalize_reward`` applies the RM config's ``reward_mean`` / ``reward_std``.
     - ``prompts``: list of str, ``datasets.Dataset`` with a "prompt" column, or a path; default
-      ``textenv.default.prompts("train")``.
+      ``textenv.default.prompts_path("train")`` (the same prompts as ``textenv.default.prompts("train")``).
     - ``policy``: the acting policy, shared with the agent (mode (a) above); ``None`` for mode (b).
     - ``ref_model``: a separate frozen reference (name, path or module).
     - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
@@ -105,6 +105,9 @@ class TextGenEnv(gym.Env):
     - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with.
     - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards.
     - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``) or ``"human"`` (prints it).
+    - ``prompt_cache_mb``: memory for the reference model's prefill of each prompt (``IncrementalLM``), so
+      that restarting from a prompt seen before costs no forward; the prompt list is prefilled at the
+      first step while it fits. ``0`` turns it off.
     - ``device``: ``"auto"`` (the device of a model passed as a module, else CUDA if available, else CPU),
       or any torch device.
 
@@ -136,6 +139,7 @@ class TextGenEnv(gym.Env):
         reward_label: int | str | None = None,
         reward_tokenizer=None,
         normalize_reward: bool = True,
+        prompt_cache_mb: float = 64.0,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -145,7 +149,7 @@ class TextGenEnv(gym.Env):
             max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, kl_coef=kl_coef,
             kl_estimator=kl_estimator, temperature=temperature, top_k=top_k, top_p=top_p, stop_at_eos=stop_at_eos,
             no_eos_penalty=no_eos_penalty, device=device, reward_label=reward_label, reward_tokenizer=reward_tokenizer,
-            normalize_reward=normalize_reward,
+            normalize_reward=normalize_reward, prompt_cache_mb=prompt_cache_mb,
         )
         self.action_space = spaces.Discrete(self.core.vocab_size)
         self.observation_space = observation_space(self.core.vocab_size, self.core.seq_len)
