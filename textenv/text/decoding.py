@@ -208,10 +208,7 @@ class IncrementalLM:
         """
         if self.prompt_cache_bytes == 0:
             return 0
-        version = self._weights_version()
-        if self._prompts_version != version:
-            self._prompts.clear()
-            self._prompts_bytes, self._prompts_version = 0, version
+        self._drop_stale_prompts(self._weights_version())
         todo = list(dict.fromkeys(tuple(int(t) for t in c) for c in contexts))
         todo = [c for c in todo if 0 < len(c) <= self.prompt_max_tokens and c not in self._prompts]
         for start in range(0, len(todo), batch_size):
@@ -227,13 +224,16 @@ class IncrementalLM:
             self._remember(chunk, range(len(chunk)), *self._prefill(ids, mask))
         return len(self._prompts)
 
+    def _drop_stale_prompts(self, version: int) -> None:
+        if self._prompts_version != version:  # new weights: every remembered prefill is stale
+            self._prompts.clear()
+            self._prompts_bytes, self._prompts_version = 0, version
+
     def _start_rows(self, ids: torch.Tensor, mask: torch.Tensor, version: int):
         """``_prefill``'s outputs for fresh rows, taking remembered prompts from the store instead of the model."""
         if self.prompt_cache_bytes == 0:
             return self._prefill(ids, mask)
-        if self._prompts_version != version:  # new weights: every remembered prefill is stale
-            self._prompts.clear()
-            self._prompts_bytes, self._prompts_version = 0, version
+        self._drop_stale_prompts(version)
         keys = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
         found = [self._prompts.get(k) for k in keys]
         missing = [j for j, entry in enumerate(found) if entry is None]
