@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from agents.policies import ActorCritic
 from agents.utils import resolve_device
-from textenv.text.decoding import IncrementalLM
+from textenv.text.decoding import IncrementalLM, cache_keyword
 from textenv.text.loading import load_causal_lm
 from textenv.text.sampling import SamplingConfig
 
@@ -77,18 +77,20 @@ class _TrunkAsLM(nn.Module):
         super().__init__()
         self.trunk = trunk
 
-    def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states):
+        self._cache_kw = cache_keyword(trunk)
+
+    def forward(self, input_ids, attention_mask, position_ids, cache, use_cache, output_hidden_states):
+        # IncrementalLM fills ``cache`` in place, so only the logits and hidden states are returned.
         out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=True)
+                         use_cache=use_cache, output_hidden_states=True, **{self._cache_kw: cache})
         logits = out.last_hidden_state.new_zeros(input_ids.shape[0], 1, 1)  # unused
-        return _Out(logits=logits, hidden_states=out.hidden_states, past_key_values=out.past_key_values)
+        return _Out(logits=logits, hidden_states=out.hidden_states)
 
 
 @dataclass
 class _Out:
     logits: Tensor
     hidden_states: tuple
-    past_key_values: object
 
 
 @dataclass

@@ -102,17 +102,25 @@ def test_memo_survives_the_caller_mutating_its_buffers():
     assert not torch.equal(first, second)
 
 
-def test_cache_is_invalidated_when_weights_change_in_place():
+def test_an_optimizer_step_makes_the_next_call_use_the_new_weights():
+    """An agent keeps one IncrementalLM across PPO updates: after ``optimizer.step()`` the cached keys and
+    values of the old weights must not be reused, even for a row that continues the previous call's row."""
     model = make_lm()
     lm = IncrementalLM(model)
-    ids = torch.tensor([[0, 3, 4, 5]])
-    mask = torch.tensor([[0, 1, 1, 1]])
-    before = lm(ids, mask).logits.clone()
-    with torch.no_grad():
-        model.transformer.h[0].mlp.c_fc.weight.add_(0.5)  # what optimizer.step() does
+    lm(torch.tensor([[0, 3, 4, 5]]), torch.tensor([[0, 1, 1, 1]]))  # caches the prefix under the old weights
+    ids, mask = torch.tensor([[3, 4, 5, 6]]), torch.ones(1, 4, dtype=torch.long)  # its continuation
+    before = full_forward(model, ids, mask)[0]
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
+    loss = -torch.log_softmax(logits, -1)[0, 7]  # make token 7 likelier: every layer gets a gradient
+    loss.backward()
+    optimizer.step()
+
     after = lm(ids, mask).logits
-    assert not torch.allclose(before, after)
-    assert torch.allclose(after, full_forward(model, ids, mask)[0], atol=1e-4)
+    assert torch.allclose(after, full_forward(model, ids, mask)[0], atol=1e-5)
+    assert (after - before).abs().max() > 0.05  # the update did move the logits
+    assert after[0].log_softmax(-1)[7] > before[0].log_softmax(-1)[7]
 
 
 def test_cache_stays_bounded_over_many_episodes():

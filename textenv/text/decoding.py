@@ -39,6 +39,13 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name under which ``model.forward`` takes a KV cache: ``"cache"`` (transformers >= 5.24, where
+    ``past_key_values`` is deprecated until its removal in 5.40) or ``"past_key_values"`` (older releases)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @dataclass
 class LMStep:
     """What one call returns for the last position of every row."""
@@ -87,6 +94,7 @@ class IncrementalLM:
         self._params = list(model.parameters())
         self.device = self._params[0].device if self._params else torch.device("cpu")
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        self._cache_kw = cache_keyword(model)  # read once: the keyword was renamed in transformers 5.24
         self.stats = {"forwards": 0, "prefill_rows": 0, "decode_rows": 0, "memo_hits": 0, "prompt_hits": 0}
         """Counters (tests and benchmarks read them): model calls, rows re-prefilled, rows advanced by one token,
         memo hits, rows started from a remembered prefill."""
@@ -168,8 +176,8 @@ class IncrementalLM:
 
     def _forward(self, ids, attn, pos, cache: DynamicCache):
         """One model call that appends to ``cache`` in place. -> logits (n, V) float32, hidden (n, H)."""
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                         use_cache=True, output_hidden_states=True, **self._keep_kw)
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                         output_hidden_states=True, **{self._cache_kw: cache}, **self._keep_kw)
         self.stats["forwards"] += 1
         # Own storage: rows of these get overwritten when some rows are re-prefilled.
         return out.logits[:, -1].float().clone(), out.hidden_states[-1][:, -1].clone()
