@@ -11,6 +11,7 @@ output of a SplitMix64 generator seeded with the key.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -49,8 +50,24 @@ class Rewards:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise ValueError(f"Rewards.{f.name} must be a finite number, got {value!r}.")
+            if not is_real(value):
+                got = f"{type(value).__name__} {reprlib.repr(value)}"
+                raise TypeError(f"Rewards.{f.name} must be a finite number, got {got}.")
+            if not is_finite(value):
+                raise ValueError(f"Rewards.{f.name} must be a finite number, got {reprlib.repr(value)}.")
+
+
+def is_finite(value: int | float) -> bool:
+    """math.isfinite, but False rather than OverflowError for ints beyond float range (10**400)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def is_real(value: object) -> bool:
+    """Whether value is a real number: Python or numpy ints and floats, but not bools or complex."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
 
 
 def as_rewards(rewards: Rewards | dict | None) -> Rewards:
@@ -61,11 +78,12 @@ def as_rewards(rewards: Rewards | dict | None) -> Rewards:
         return rewards
     if isinstance(rewards, dict):
         known = {f.name for f in fields(Rewards)}
-        unknown = set(rewards) - known
+        unknown = [key for key in rewards if key not in known]
         if unknown:
-            raise ValueError(f"Unknown reward keys {sorted(unknown)}; expected a subset of {sorted(known)}.")
+            # repr-sorted: the keys may be of mixed types that do not compare.
+            raise ValueError(f"Unknown reward keys {sorted(unknown, key=repr)}; expected a subset of {sorted(known)}.")
         return Rewards(**rewards)
-    raise TypeError(f"rewards must be a Rewards, a dict or None, got {type(rewards).__name__}.")
+    raise TypeError(f"rewards must be a Rewards, a dict or None, got {type(rewards).__name__} {reprlib.repr(rewards)}.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,10 +124,11 @@ def build_tables(layout: Layout, rewards: Rewards) -> Tables:
 
 def check_slip_prob(slip_prob: float) -> float:
     """Validate slip_prob and return it as a float."""
-    if isinstance(slip_prob, bool) or not isinstance(slip_prob, (int, float, np.number)):
-        raise TypeError(f"slip_prob must be a number in [0, 1], got {type(slip_prob).__name__} {slip_prob!r}.")
-    if not 0.0 <= float(slip_prob) <= 1.0:  # also rejects NaN
-        raise ValueError(f"slip_prob must be in [0, 1], got {slip_prob!r}.")
+    if not is_real(slip_prob):
+        got = f"{type(slip_prob).__name__} {reprlib.repr(slip_prob)}"
+        raise TypeError(f"slip_prob must be a number in [0, 1], got {got}.")
+    if not 0.0 <= slip_prob <= 1.0:  # also rejects NaN; no float() first, 10**400 would overflow it
+        raise ValueError(f"slip_prob must be in [0, 1], got {reprlib.repr(slip_prob)}.")
     return float(slip_prob)
 
 
@@ -123,8 +142,9 @@ def slip_threshold(slip_prob: float) -> np.uint64:
 
 def key_from_seed(seeds: np.ndarray | int) -> np.ndarray:
     """The per-cat stream key for integer seed(s): SplitMix64's finaliser, a bijection on uint64."""
-    seeds = np.asarray(seeds, dtype=object) % 2**64  # Python ints of any size, reduced modulo 2**64
-    return splitmix64(np.asarray(seeds, dtype=np.uint64).reshape(-1))
+    # int() first: numpy integers would overflow in `% 2**64`; Python ints of any size reduce fine.
+    reduced = [int(s) % 2**64 for s in np.asarray(seeds, dtype=object).reshape(-1)]
+    return splitmix64(np.array(reduced, dtype=np.uint64))
 
 
 def splitmix64(z: np.ndarray) -> np.ndarray:

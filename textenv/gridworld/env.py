@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import reprlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -58,6 +59,9 @@ class GridWorldEnv(gym.Env[int, int]):
     Termination: the cat moves into the bathtub or onto the meat.
     Truncation: after ``max_episode_steps`` steps (100 for ``GridWorld-v0``), applied by
     ``gym.make``'s ``TimeLimit``; the raw env never truncates.
+    A step after termination (or before the first reset) raises ``RuntimeError``. A step after
+    truncation is not caught: ``TimeLimit`` owns the limit and the raw env never sees it, so call
+    ``reset()`` whenever ``truncated`` is True.
 
     ## Information
     ``reset`` and ``step`` return an empty dict: everything there is to know is in the observation.
@@ -76,7 +80,12 @@ class GridWorldEnv(gym.Env[int, int]):
       the default grid.
     - ``slip_prob``: probability in [0, 1] that a move goes in a uniformly random other direction.
     - ``rewards``: a ``Rewards`` (or a dict of its fields: empty, broom, bathtub, meat, bump).
-    - ``cell_px``: the side of one cell in pixels for ``"rgb_array"``.
+    - ``cell_px``: the side of one cell in pixels for ``"rgb_array"``, an int in
+      [``MIN_CELL_PX``, ``MAX_CELL_PX``] = [2, 256].
+
+    ``reset(seed=None, options=None)``: ``seed`` is ``None`` or a non-negative int (numpy integers
+    too; bools, floats and strings are refused); ``options`` is ``None`` or an empty mapping, since
+    the env has no reset options. Every call either completes or raises before changing anything.
 
     Slips are drawn from a counter-based stream keyed by the reset seed, so ``GridWorldVectorEnv``
     reproduces N of these envs seeded ``s, s + 1, ...`` exactly.
@@ -99,7 +108,7 @@ class GridWorldEnv(gym.Env[int, int]):
         self.layout = as_layout(layout)
         self.rewards = dynamics.as_rewards(rewards)
         self.slip_prob = dynamics.check_slip_prob(slip_prob)
-        self.cell_px = cell_px
+        self.cell_px = check_cell_px(cell_px)
         self._tables = dynamics.build_tables(self.layout, self.rewards)
         self._threshold = dynamics.slip_threshold(self.slip_prob)
 
@@ -112,6 +121,9 @@ class GridWorldEnv(gym.Env[int, int]):
         self._counter = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict]:
+        # Validate before anything changes, so a refused reset leaves the env as it was.
+        seed = check_seed(seed)
+        check_options(options, known=())
         super().reset(seed=seed)
         if seed is not None:
             self._key, self._counter = dynamics.key_from_seed(seed), 0
@@ -154,6 +166,54 @@ class GridWorldEnv(gym.Env[int, int]):
     def to_position(self, obs: int) -> tuple[int, int]:
         """The cat's (row, col) for an observation."""
         return self.layout.to_position(obs)
+
+
+# Boundary checks, shared with GridWorldVectorEnv. Each refuses silent coercion (a bool is not a
+# count, 1.0 is not a seed) and raises naming the argument, what it got and what was expected.
+
+MIN_CELL_PX, MAX_CELL_PX = 2, 256  # below 2 a cell is all grid line; above 256 a 5x5 frame is 20 MB
+
+
+def show(value: Any) -> str:
+    """The type and a bounded repr of a bad argument, for error messages."""
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """Return value as a Python int in [low, high], accepting numpy integers but not bools."""
+    if high is None:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+    else:
+        expected = f"a positive integer <= {high}" if low == 1 else f"an integer in [{low}, {high}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {expected}, got {show(value)}.")
+    value = int(value)  # numpy integers would overflow in later arithmetic (seed + i, % 2**64)
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {expected}, got {reprlib.repr(value)}.")
+    return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """Return a reset seed as a non-negative Python int, or None."""
+    return None if seed is None else check_int(name, seed, low=0)
+
+
+def check_cell_px(cell_px: Any) -> int:
+    """Validate the rgb_array cell size at construction rather than at the first render."""
+    return check_int("cell_px", cell_px, low=MIN_CELL_PX, high=MAX_CELL_PX)
+
+
+def check_options(options: Any, known: Sequence[str]) -> Mapping:
+    """Return the reset options as a mapping ({} for None), refusing keys the env does not know."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be None or a dict, got {show(options)}.")
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        expected = f"only {list(known)}" if known else "no options (None or {})"
+        raise ValueError(f"options has unknown keys {reprlib.repr(unknown)}; expected {expected}.")
+    return options
 
 
 def check_action(action: Any) -> int:

@@ -47,6 +47,24 @@ class Layout:
     start: tuple[int, int]
     """The cat's starting (row, col)."""
 
+    def __post_init__(self) -> None:
+        # A hand-built Layout is checked too: a bad one would give observations outside the space.
+        cells = self.cells
+        if not isinstance(cells, np.ndarray):
+            raise TypeError(f"Layout.cells must be a 2-D uint8 numpy array, got {type(cells).__name__}.")
+        if cells.ndim != 2 or cells.dtype != np.uint8 or cells.size == 0:
+            got = f"{cells.dtype} array of shape {cells.shape}"
+            raise ValueError(f"Layout.cells must be a non-empty 2-D uint8 array, got a {got}.")
+        if not np.isin(cells, list(CODE_TO_CHAR)).all():
+            got = np.unique(cells).tolist()
+            raise ValueError(f"Layout.cells must hold only the codes {sorted(CODE_TO_CHAR)}, got {got}.")
+        start = self.start
+        ok = isinstance(start, tuple) and len(start) == 2 and all(type(x) is int for x in start)
+        if not ok or not (0 <= start[0] < cells.shape[0] and 0 <= start[1] < cells.shape[1]):
+            raise ValueError(f"Layout.start must be a (row, col) tuple of ints inside {cells.shape}, got {start!r}.")
+        if cells[start] == WALL:
+            raise ValueError(f"Layout.start {start} is a wall; the cat must start on a free cell.")
+
     @property
     def rows(self) -> int:
         return int(self.cells.shape[0])

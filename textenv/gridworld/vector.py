@@ -13,8 +13,14 @@ from gymnasium.vector.utils import batch_space
 
 from textenv.gridworld import dynamics
 from textenv.gridworld.dynamics import Rewards
+from textenv.gridworld.env import check_cell_px, check_int, check_options, check_seed, show
 from textenv.gridworld.layout import Layout, as_layout
 from textenv.gridworld.render import RENDER_MODES, check_render_mode, render_frame
+
+
+# Far above any useful batch, low enough to fail with a clear message instead of a MemoryError
+# (a step holds about 100 bytes per copy: 2**24 copies is about 1.7 GB).
+MAX_NUM_ENVS = 2**24
 
 
 class GridWorldVectorEnv(gym.vector.VectorEnv):
@@ -27,8 +33,14 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
     array, ``None`` where nothing ended; mask ``info["_final_obs"]``) and its (empty) info dict in
     ``info["final_info"]`` (mask ``info["_final_info"]``). Steps where nothing ended return ``{}``.
 
+    ``reset(seed=..., options=...)`` follows ``SyncVectorEnv``: ``seed`` is ``None``, a non-negative
+    int ``s`` (copy ``i`` gets ``s + i``) or a sequence of N non-negative ints or ``None``;
+    ``options={"reset_mask": mask}`` with ``mask`` a bool array of shape (N,) resets only the copies
+    where it is True (the others keep their state and ignore their seed) and returns every copy's
+    observation. Every call either completes or raises before changing anything.
+
     Args:
-        num_envs: number of copies N.
+        num_envs: number of copies N, an int in [1, ``MAX_NUM_ENVS``].
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``; ``render()`` returns a tuple with one
             frame per copy, as ``SyncVectorEnv`` does.
         layout, slip_prob, rewards, cell_px: as for ``GridWorldEnv``, shared by all copies.
@@ -52,19 +64,15 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         cell_px: int = 32,
         max_episode_steps: int | None = None,
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
-        if max_episode_steps is not None and (
-            not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}.")
-        self.num_envs = int(num_envs)
+        self.num_envs = check_int("num_envs", num_envs, low=1, high=MAX_NUM_ENVS)
         self.render_mode = check_render_mode(render_mode)
         self.layout = as_layout(layout)
         self.rewards = dynamics.as_rewards(rewards)
         self.slip_prob = dynamics.check_slip_prob(slip_prob)
-        self.cell_px = cell_px
-        self.max_episode_steps = max_episode_steps
+        self.cell_px = check_cell_px(cell_px)
+        self.max_episode_steps = (
+            None if max_episode_steps is None else check_int("max_episode_steps", max_episode_steps, low=1)
+        )
         self._tables = dynamics.build_tables(self.layout, self.rewards)
         self._threshold = dynamics.slip_threshold(self.slip_prob)
 
@@ -82,17 +90,24 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
+        # Validate everything before changing anything, so a refused reset leaves every copy as it was.
         seeds = self._per_copy_seeds(seed)
-        super().reset(seed=seed if isinstance(seed, (int, np.integer)) else None)
+        mask = self._reset_mask(options)  # (N,) bool
+        # An int seed also reseeds np_random (which draws the keys of never-seeded copies), as VectorEnv does.
+        super().reset(seed=seeds[0] if isinstance(seed, (int, np.integer)) else None)
         if self._keys is None:
             self._keys = self.np_random.integers(2**64, size=self.num_envs, dtype=np.uint64)
         for i, s in enumerate(seeds):
-            if s is not None:
+            if mask[i] and s is not None:
                 # Same key and counter as a single env's reset(seed=s): the streams then agree.
                 self._keys[i] = dynamics.key_from_seed(s)[0]
                 self._counters[i] = 0
-        self._states = np.full(self.num_envs, self.layout.start_state, dtype=np.int64)
-        self._elapsed[:] = 0
+        states = np.full(self.num_envs, self.layout.start_state, dtype=np.int64)
+        if self._states is not None:
+            states = np.where(mask, states, self._states)  # unmasked copies carry on where they are
+        self._states = states
+        self._elapsed[mask] = 0
+        # SyncVectorEnv merges the reset copies' infos; a single env's reset info is empty.
         return self._states.copy(), {}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -138,24 +153,53 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         """The cats' rows and columns for a batch of observations."""
         return np.divmod(np.asarray(obs), self.layout.cols)
 
-    def _per_copy_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+    def _per_copy_seeds(self, seed: Any) -> list[int | None]:
+        """Each copy's seed (ints or None), all checked before any copy is reseeded."""
         # SyncVectorEnv's convention: an int s seeds copy i with s + i; a list gives each copy its own.
+        expected = f"None, an int >= 0, or a sequence of {self.num_envs} ints >= 0 or None"
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
-        if isinstance(seed, Sequence) and len(seed) == self.num_envs:
-            return list(seed)
-        raise ValueError(f"seed must be None, an int, or a list of {self.num_envs} ints/None, got {seed!r}.")
+        if isinstance(seed, (int, np.integer, bool, np.bool_)):
+            first = check_seed(seed)
+            return [first + i for i in range(self.num_envs)]
+        is_sequence = isinstance(seed, Sequence) and not isinstance(seed, (str, bytes, bytearray))
+        if not (is_sequence or (isinstance(seed, np.ndarray) and seed.ndim == 1)):
+            raise TypeError(f"seed must be {expected}, got {show(seed)}.")
+        if len(seed) != self.num_envs:
+            raise ValueError(f"seed must be {expected}, got a {type(seed).__name__} of length {len(seed)}.")
+        return [check_seed(s, name=f"seed[{i}]") for i, s in enumerate(seed)]
+
+    def _reset_mask(self, options: Any) -> np.ndarray:
+        """Which copies reset: options["reset_mask"] checked as SyncVectorEnv checks it, else all."""
+        options = check_options(options, known=("reset_mask",))
+        if "reset_mask" not in options:
+            return np.ones(self.num_envs, dtype=bool)
+        mask = options["reset_mask"]
+        expected = f"a numpy bool array of shape ({self.num_envs},)"
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            dtype = f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""
+            raise TypeError(f"options['reset_mask'] must be {expected}, got {show(mask)}{dtype}.")
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"options['reset_mask'] must be {expected}, got shape {mask.shape}.")
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must select at least one copy, got all False.")
+        if self._states is None and not mask.all():
+            # The unmasked copies would have no state to carry on from.
+            raise RuntimeError(
+                "reset() with a partial reset_mask was called before the first full reset; call envs.reset() first."
+            )
+        return mask.copy()
 
     def _check_actions(self, actions: Any) -> np.ndarray:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu":
-            raise ValueError(
-                f"actions must be an integer array of shape ({self.num_envs},) with values in {dynamics.ACTIONS_TEXT}, "
-                f"got dtype {actions.dtype} and shape {actions.shape}."
-            )
-        if actions.size and (actions.min() < 0 or actions.max() >= dynamics.N_ACTIONS):
-            bad = actions[(actions < 0) | (actions >= dynamics.N_ACTIONS)]
-            raise ValueError(f"actions must be in {dynamics.ACTIONS_TEXT}, got {bad[:5].tolist()}.")
-        return actions.astype(np.int64, copy=False)
+        expected = f"an integer array of shape ({self.num_envs},) with values in {dynamics.ACTIONS_TEXT}"
+        try:
+            array = np.asarray(actions)
+        except (TypeError, ValueError, OverflowError) as err:  # ragged nesting, odd objects
+            raise ValueError(f"actions must be {expected}, got {show(actions)}, which is not one array.") from err
+        if array.shape != (self.num_envs,) or array.dtype.kind not in "iu":
+            # Floats, bools and strings are refused rather than cast: 1.7 or True is not a direction.
+            raise ValueError(f"actions must be {expected}, got dtype {array.dtype} and shape {array.shape}.")
+        outside = (array < 0) | (array >= dynamics.N_ACTIONS)
+        if outside.any():
+            raise ValueError(f"actions must be in {dynamics.ACTIONS_TEXT}, got {array[outside][:5].tolist()}.")
+        return array.astype(np.int64, copy=False)
