@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import random
 
 import gymnasium as gym
@@ -9,6 +11,28 @@ import numpy as np
 import torch
 
 from textenv.text.loading import resolve_device  # noqa: F401  (one "auto" device rule for envs and agents)
+
+
+REPRODUCIBLE_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+"""Environment variables that make torch's CPU kernels take their AVX2 code paths: ATen's vectorised ops,
+Intel MKL's matrix products (conditional numerical reproducibility) and oneDNN."""
+
+
+def reproducible_cpu_kernels() -> dict[str, str]:
+    """Make float results repeat bit for bit across x86-64 processors: pin torch's CPU kernels to AVX2.
+
+    Torch picks its kernels by what the processor offers (AVX2, AVX-512, AMX; MKL also by vendor), and each
+    sums in its own order, so the same seeded run on the same library versions drifts apart on another
+    machine after a few hundred updates. With the AVX2 paths, which every x86-64 server of the last decade
+    has, a machine reproduces the figures measured on another. The example scripts call this at start;
+    it must run before the first torch operation (the settings are read then). A variable already set in
+    the environment wins. On other processors (ARM) it does nothing. Returns the settings now in force.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    for name, value in REPRODUCIBLE_CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in REPRODUCIBLE_CPU_KERNELS}
 
 
 def seed_everything(seed: int | None) -> None:
