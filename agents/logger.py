@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from agents.run_guard import FolderLock, check_writable, with_context
+
 # The metrics shown on the progress bar; everything goes to CSV and TensorBoard.
 BAR_KEYS = ("episode_return", "rm_score", "gold_score", "kl", "approx_kl", "steps_per_s", "tokens_per_s")
 
@@ -16,50 +18,70 @@ class Logger:
     """Writes one row of metrics per iteration.
 
     Args:
-        log_dir: folder for ``progress.csv`` and the TensorBoard events; None writes no files.
+        log_dir: folder for ``progress.csv`` and the TensorBoard events; None writes no files. It is checked
+            for writability and locked (``agents.run_guard``) before anything is written, so a second live
+            run on the same folder is refused instead of overwriting this one's progress.csv.
         total: iterations planned, for the progress bar.
         progress_bar: show a tqdm bar on the console.
         tensorboard: also write TensorBoard events (needs the ``tensorboard`` package).
+    Raises:
+        OSError: log_dir is not writable (the message names it); FolderBusyError: another run holds it.
     """
 
     def __init__(self, log_dir: str | Path | None, total: int, progress_bar: bool = True, tensorboard: bool = True):
-        self.bar = tqdm(total=total, disable=not progress_bar, dynamic_ncols=True)
-        self.csv_file = self.writer = self.tb = None
+        self.bar = self.csv_file = self.writer = self.tb = self.lock = None
         self.fields: list[str] | None = None
         self.rows: list[dict[str, float]] = []
         if log_dir is not None:
-            self.log_dir = Path(log_dir)
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.csv_file = open(self.log_dir / "progress.csv", "w", newline="")
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+            self.log_dir = check_writable(log_dir, "log_dir")
+            self.lock = FolderLock(self.log_dir, "log_dir")  # before progress.csv is opened (and truncated)
+            self.csv_path = self.log_dir / "progress.csv"
+            try:
+                self.csv_file = open(self.csv_path, "w", newline="")
+                if tensorboard:
+                    from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.log_dir))
+                    self.tb = SummaryWriter(str(self.log_dir))
+            except BaseException as e:
+                self.close()
+                if isinstance(e, OSError):
+                    raise with_context(e, f"cannot write to log_dir {self.log_dir}") from e
+                raise
+        self.bar = tqdm(total=total, disable=not progress_bar, dynamic_ncols=True)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self.bar.update(1)
         self.bar.set_postfix({k: f"{scalars[k]:.3g}" for k in BAR_KEYS if k in scalars and math.isfinite(scalars[k])})
         if self.csv_file is not None:
-            self.rows.append(scalars)
-            new = [k for k in scalars if k not in (self.fields or [])]
-            if new:  # a metric appeared late (e.g. the first rollout finished no episode): rewrite with it
-                self.fields = (self.fields or []) + new
-                self.csv_file.seek(0)
-                self.csv_file.truncate()
-                self.writer = csv.DictWriter(self.csv_file, fieldnames=self.fields, restval="")
-                self.writer.writeheader()
-                self.writer.writerows(self.rows)
-            else:
-                self.writer.writerow(scalars)
-            self.csv_file.flush()
+            try:
+                self._write_row(scalars)
+            except OSError as e:
+                raise with_context(e, f"cannot write {self.csv_path}") from e
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, step)
 
+    def _write_row(self, scalars: dict[str, float]) -> None:
+        """Append one row to progress.csv (rewriting it when a new column appears)."""
+        self.rows.append(scalars)
+        new = [k for k in scalars if k not in (self.fields or [])]
+        if new:  # a metric appeared late (e.g. the first rollout finished no episode): rewrite with it
+            self.fields = (self.fields or []) + new
+            self.csv_file.seek(0)
+            self.csv_file.truncate()
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=self.fields, restval="")
+            self.writer.writeheader()
+            self.writer.writerows(self.rows)
+        else:
+            self.writer.writerow(scalars)
+        self.csv_file.flush()
+
     def close(self) -> None:
-        self.bar.close()
-        if self.csv_file is not None:
-            self.csv_file.close()
-        if self.tb is not None:
-            self.tb.close()
+        """Close the files and release log_dir (safe to call twice)."""
+        for handle in (self.bar, self.csv_file, self.tb):
+            if handle is not None:
+                handle.close()
+        self.bar = self.csv_file = self.tb = None
+        if self.lock is not None:
+            self.lock.release()

@@ -28,6 +28,7 @@ from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, spa
 from agents.logger import Logger
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
+from agents.run_guard import with_context
 from agents.utils import add_batch_dim, flatten_time, index, is_single_obs, resolve_device, seed_everything, to_tensor
 
 CHECKPOINT_FORMAT = "textenv.agents.PPO"
@@ -130,7 +131,14 @@ class PPO:
 
     # ------------------------------------------------------------------ training
     def learn(self, total_timesteps: int, callback: Callback | None = None) -> "PPO":
-        """Train for about ``total_timesteps`` env steps (whole iterations); returns self."""
+        """Train for about ``total_timesteps`` env steps (whole iterations); returns self.
+
+        Raises:
+            OSError / FolderBusyError: ``config.log_dir`` is not writable or another live run writes there
+                (checked before the first rollout; agents.logger).
+            the rollout's own error, with "PPO rollout failed at iteration N" in front (an env or a reward
+                function that raises), and FloatingPointError when the loss stops being finite.
+        """
         if self.env is None:
             raise ValueError("this PPO has no env: pass one to PPO(...) or PPO.load(path, env=...) to train")
         cfg = self.config
@@ -143,10 +151,7 @@ class PPO:
                     self.set_learning_rate(cfg.learning_rate * (1.0 - i / n_iterations))
                 start = time.perf_counter()
                 self.policy.eval()  # rollouts without dropout
-                if self._collector is None:  # first iteration, or a callback called reset_episodes
-                    self._collector = RolloutCollector(self.env, self.policy, cfg.n_steps, self.device, self._reset_seed)
-                self._collector.logprob_reward_coef = cfg.logprob_reward_coef  # a KL controller may move it
-                rollout = self._collector.collect()
+                rollout = self._collect()
                 self.last_rollout = rollout  # callbacks read its episode infos (agents.rlhf)
                 rollout_time = time.perf_counter() - start
                 self.policy.train()
@@ -169,6 +174,17 @@ class PPO:
         finally:
             logger.close()
         return self
+
+    def _collect(self) -> Rollout:
+        """The next rollout; an error in the env (or its reward function) says at which iteration it happened."""
+        try:
+            if self._collector is None:  # first iteration, or a callback called reset_episodes
+                self._collector = RolloutCollector(self.env, self.policy, self.config.n_steps, self.device,
+                                                   self._reset_seed)
+            self._collector.logprob_reward_coef = self.config.logprob_reward_coef  # a KL controller may move it
+            return self._collector.collect()
+        except Exception as e:
+            raise with_context(e, f"PPO rollout failed at iteration {self.iteration + 1}") from e
 
     def reset_episodes(self, seed: int | None = None) -> None:
         """Start fresh episodes in every sub-env at the next ``learn`` (episodes in progress are dropped)."""
@@ -259,13 +275,23 @@ class PPO:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write policy, optimizer, config, spaces and counters to ``path`` atomically."""
+        """Write policy, optimizer, config, spaces and counters to ``path`` atomically (agents.checkpoint).
+
+        For an ``MLPActorCritic`` the checkpoint also holds its constructor arguments, so ``PPO.load(path)``
+        rebuilds it without being given a policy.
+
+        Raises:
+            ValueError: a weight is NaN or inf (the message names it; the previous file at ``path`` is kept).
+            OSError: the file could not be written (the message names it; the previous file is kept).
+        """
         return atomic_save(
             {
                 "format": CHECKPOINT_FORMAT,
-                "version": 1,
+                "version": 2,
                 "config": dataclasses.asdict(self.config),
                 "policy_class": type(self.policy).__name__,
+                "policy_kwargs": mlp_kwargs(self.policy),
+                "policy_architecture": repr(self.policy),
                 "observation_space": space_to_dict(self.observation_space),
                 "action_space": space_to_dict(self.action_space),
                 "policy": self.policy.state_dict(),
@@ -289,8 +315,10 @@ class PPO:
         Args:
             env: optional; must have the spaces the agent was trained on (needed to keep training).
             policy: required when the checkpoint holds a custom ActorCritic: an instance to load the weights into.
+                An ``MLPActorCritic`` of any hidden sizes is rebuilt from the checkpoint.
         Raises:
-            FileNotFoundError, ValueError: missing, corrupt or mismatched checkpoint; the message says which.
+            FileNotFoundError, ValueError: missing, corrupt (its SHA-256 does not match), non-finite or
+                mismatched checkpoint; the message says which.
         """
         ckpt = load_checkpoint(path, CHECKPOINT_FORMAT)
         try:
@@ -312,7 +340,7 @@ class PPO:
                 raise ValueError(
                     f"{path} holds a custom policy ({policy_class}): pass policy=<an instance of it> to PPO.load"
                 )
-            policy = MLPActorCritic(obs_space, act_space)
+            policy = rebuild_mlp(ckpt, obs_space, act_space, path)
         try:
             policy.load_state_dict(state)
         except RuntimeError as e:
@@ -323,6 +351,37 @@ class PPO:
         agent.optimizer.load_state_dict(ckpt["optimizer"])
         agent.num_timesteps, agent.iteration = int(ckpt["num_timesteps"]), int(ckpt["iteration"])
         return agent
+
+
+def mlp_kwargs(policy: ActorCritic) -> dict | None:
+    """The constructor arguments (besides the spaces) that rebuild an ``MLPActorCritic``; None for other classes."""
+    if type(policy) is not MLPActorCritic:
+        return None
+    linears = [m for m in policy.actor if isinstance(m, torch.nn.Linear)]
+    return {"hidden_sizes": [m.out_features for m in linears[:-1]]}
+
+
+def rebuild_mlp(ckpt: dict, obs_space: gym.Space, act_space: gym.Space, path) -> MLPActorCritic:
+    """The ``MLPActorCritic`` a checkpoint was saved from, before its weights are loaded.
+
+    Version-1 checkpoints carry no constructor arguments: their hidden sizes are read off the actor's weights.
+    """
+    kwargs = ckpt.get("policy_kwargs") or {"hidden_sizes": hidden_sizes_from_weights(ckpt["policy"])}
+    policy = MLPActorCritic(obs_space, act_space, hidden_sizes=tuple(kwargs["hidden_sizes"]))
+    saved = ckpt.get("policy_architecture")
+    if saved is not None and saved != repr(policy):
+        raise ValueError(
+            f"{path} holds an MLPActorCritic changed after it was built (its layers are not what "
+            f"MLPActorCritic(hidden_sizes={tuple(kwargs['hidden_sizes'])}) builds):\nsaved:   {saved}\n"
+            f"rebuilt: {policy!r}\npass policy=<an instance with the saved layers> to PPO.load"
+        )
+    return policy
+
+
+def hidden_sizes_from_weights(state: dict) -> list[int]:
+    """Hidden widths of an MLPActorCritic state dict: the rows of each ``actor.<i>.weight`` but the last."""
+    layers = sorted(int(k.split(".")[1]) for k in state if k.startswith("actor.") and k.endswith(".weight"))
+    return [int(state[f"actor.{i}.weight"].shape[0]) for i in layers[:-1]]
 
 
 def episode_metrics(rollout: Rollout) -> dict[str, float]:

@@ -21,16 +21,27 @@ A policy with ``next_token_logits(input_ids, attention_mask)`` (raw logits) runs
 it runs in mode (b): the env pays ``+beta * log pi_ref`` and the agent subtracts ``beta * log pi`` itself.
 
 Resuming: a checkpoint (out_dir/checkpoint.pt, written atomically every ``checkpoint_every`` iterations)
-holds the policy, value head, optimizer, KL controller, RNG states, counters and the curves so far. Every
-checkpoint also starts fresh episodes from a seed that depends only on the iteration, so
-``RLHFConfig(..., resume=True)`` continues the very curve an uninterrupted run draws (same numbers on CPU).
+holds the policy, value head, optimizer, KL controller, RNG states, counters, the curves so far and the
+run's settings. Every checkpoint also starts fresh episodes from a seed that depends only on the iteration,
+so ``RLHFConfig(..., resume=True)`` continues the very curve an uninterrupted run draws (same numbers on
+CPU). A resume whose settings differ from the checkpoint's is refused with the list of differences.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM lets the current iteration finish, writes a checkpoint there and
+raises ``agents.run_guard.TrainingInterrupted`` saying where it is (a second Ctrl-C stops at once). One
+live run per out_dir: a second one is refused (``FolderBusyError``); out_dir is checked for writability
+before any work. progress.csv is rewritten after each checkpoint, so it never holds an iteration the
+checkpoint does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
+import hashlib
+import io
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,11 +53,12 @@ import numpy as np
 import torch
 
 from agents import functional as F
-from agents.checkpoint import atomic_save, load_checkpoint
+from agents.checkpoint import atomic_save, atomic_write, load_checkpoint
 from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.lm import LMActorCritic, env_sampling
 from agents.policies import ActorCritic
 from agents.ppo import PPO, PPOConfig
+from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
 from agents.utils import seed_everything
 from textenv.text.decoding import IncrementalLM
 from textenv.text.sampling import SamplingConfig
@@ -216,15 +228,13 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def save_rlhf_checkpoint(path, agent: PPO, controller, history: list) -> Path:
-    """Policy (LM, value head, critic), optimizer, KL controller, RNG states, counters and curves, atomically."""
-    for name, p in agent.policy.named_parameters():
-        if not torch.isfinite(p).all():
-            raise FloatingPointError(f"parameter {name} is not finite: refusing to overwrite the last good checkpoint")
+def save_rlhf_checkpoint(path, agent: PPO, controller, history: list, settings: dict | None = None) -> Path:
+    """Policy (LM, value head, critic), optimizer, KL controller, RNG states, counters, curves and the run's
+    ``settings`` (``run_settings``), atomically; refused (ValueError naming the tensor) when a weight is not finite."""
     return atomic_save(
         {
             "format": CHECKPOINT_FORMAT,
-            "version": 1,
+            "version": 2,
             "policy_class": type(agent.policy).__name__,
             "policy": agent.policy.state_dict(),
             "optimizer": agent.optimizer.state_dict(),
@@ -233,21 +243,35 @@ def save_rlhf_checkpoint(path, agent: PPO, controller, history: list) -> Path:
             "iteration": agent.iteration,
             "num_timesteps": agent.num_timesteps,
             "history": history,
+            "settings": settings,
         },
         path,
     )
 
 
-def load_rlhf_checkpoint(path, agent: PPO, controller) -> list:
-    """Restore everything ``save_rlhf_checkpoint`` wrote into ``agent`` and ``controller``; returns the curves.
+def read_rlhf_checkpoint(path, settings: dict | None = None) -> dict:
+    """The checkpoint at ``path`` for a resume: present, intact, and written by a run with these ``settings``.
 
     Raises:
-        FileNotFoundError / ValueError: no checkpoint, a corrupt one, or one that does not fit this policy.
+        FileNotFoundError: no checkpoint there yet.
+        ValueError: corrupt or damaged (SHA-256) file, or settings that differ (the message lists them).
     """
     try:
         ckpt = load_checkpoint(path, CHECKPOINT_FORMAT)
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"cannot resume: {e}") from e
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"cannot resume: no checkpoint at {path} (resume=True continues a run that has written one; "
+            "without resume a fresh run starts there)"
+        ) from e
+    except ValueError as e:
+        raise ValueError(f"cannot resume: {e}") from e
+    if settings is not None:
+        check_same_settings(ckpt.get("settings"), settings, path)
+    return ckpt
+
+
+def restore_rlhf_checkpoint(ckpt: dict, agent: PPO, controller, path) -> list:
+    """Put what ``save_rlhf_checkpoint`` wrote into ``agent`` and ``controller``; returns the curves."""
     try:
         agent.policy.load_state_dict(ckpt["policy"])
         agent.optimizer.load_state_dict(ckpt["optimizer"])
@@ -259,6 +283,76 @@ def load_rlhf_checkpoint(path, agent: PPO, controller) -> list:
         raise ValueError(f"cannot resume from {path}: the checkpoint does not fit this run ({type(e).__name__}: {e})") from e
     set_kl_coef(agent, controller.value)
     return history
+
+
+def load_rlhf_checkpoint(path, agent: PPO, controller) -> list:
+    """Restore everything ``save_rlhf_checkpoint`` wrote into ``agent`` and ``controller``; returns the curves.
+
+    Raises:
+        FileNotFoundError / ValueError: no checkpoint, a corrupt one, or one that does not fit this policy.
+    """
+    return restore_rlhf_checkpoint(read_rlhf_checkpoint(path), agent, controller, path)
+
+
+# Settings that do not change what a run computes: a resume may change them.
+RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "log_every", "n_samples", "device", "env.device",
+                               "ppo.progress_bar", "ppo.log_dir"})
+
+
+def run_settings(config: "RLHFConfig") -> dict[str, Any]:
+    """The settings that shape a run's numbers, flattened (``"ppo.learning_rate": 1e-4``), as plain data.
+
+    ``iterations`` counts only with ``lr_schedule='linear'``, where the learning rate decays to 0 over it;
+    a constant-rate run may be resumed for more iterations.
+    """
+    settings = _flatten_settings(config, "")
+    if config.lr_schedule == "constant":
+        del settings["iterations"]
+    return settings
+
+
+def _flatten_settings(obj, prefix: str) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        key, value = prefix + f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(_flatten_settings(value, key + "."))
+        elif key not in RESUME_MAY_CHANGE:
+            out[key] = describe_setting(value)
+    return out
+
+
+def describe_setting(value) -> Any:
+    """A plain-data stand-in for a setting (loadable with weights_only=True): numbers and strings as they
+    are, long lists by length and digest, models and functions by their class or qualified name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        items = [describe_setting(v) for v in value]
+        if len(items) <= 8:
+            return items
+        return f"<{len(items)} items, sha256 {hashlib.sha256(repr(items).encode()).hexdigest()[:16]}>"
+    if isinstance(value, dict):
+        return {str(k): describe_setting(v) for k, v in value.items()}
+    kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
+    return f"<{kind.__module__}.{kind.__qualname__}>"
+
+
+def check_same_settings(saved: dict | None, now: dict, path) -> None:
+    """Refuse to resume with settings other than the checkpoint's (version-1 checkpoints recorded none)."""
+    if saved is None:
+        return
+    missing = "<not set>"
+    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k, missing) != now.get(k, missing)]
+    if not keys:
+        return
+    differ = "; ".join(f"{k} (checkpoint {saved.get(k, missing)!r}, now {now.get(k, missing)!r})" for k in keys)
+    why = (" (with lr_schedule='linear' the learning rate decays to 0 over `iterations`: another value would "
+           "change the schedule mid-run; a 'constant' schedule may be extended)") if "iterations" in keys else ""
+    raise ValueError(f"cannot resume from {path}: this run's settings differ from the checkpoint's: {differ}{why}. "
+                     "Resume with the checkpoint's settings, or start a fresh run in another out_dir")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -396,11 +490,12 @@ class RLHFConfig:
     mixed_precision: bool = False
     """bf16 autocast in the update on CUDA"""
     out_dir: str | None = None
-    """where checkpoint.pt and progress.csv go (None: nowhere)"""
+    """where checkpoint.pt and progress.csv go (None: nowhere); checked for writability and locked for the run"""
     checkpoint_every: int = 10
-    """iterations between checkpoints (each one also starts fresh episodes, so a resume continues exactly)"""
+    """iterations between checkpoints (each one also starts fresh episodes, so a resume continues exactly);
+    progress.csv is rewritten with each one"""
     resume: bool = False
-    """continue from out_dir/checkpoint.pt"""
+    """continue from out_dir/checkpoint.pt, with the same settings (FileNotFoundError when there is none yet)"""
     n_samples: int = 3
     """completions kept per iteration in the history"""
     log_every: int = 0
@@ -454,11 +549,37 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
 
     ``callback(agent, metrics) -> False`` stops early and writes a checkpoint there (a resume from a
     ``checkpoint_every`` boundary continues exactly the uninterrupted curve; from elsewhere, a fresh segment).
-    Raises FloatingPointError / ValueError when the loss or the reward stops being finite; the last good
-    checkpoint is left in place and the message says where it is.
+    With an out_dir, SIGINT (Ctrl-C) or SIGTERM stops the same way at the end of the current iteration,
+    then raises ``TrainingInterrupted`` (a KeyboardInterrupt) naming the iteration and the checkpoint.
+
+    Raises:
+        OSError: out_dir is not writable (checked before any work), or writing a file failed (the message
+            names it; the last good checkpoint is kept).
+        FolderBusyError: another live run writes to out_dir.
+        FileNotFoundError: ``resume=True`` but out_dir holds no checkpoint yet (resume continues a run; it
+            does not start one).
+        ValueError: a corrupt or damaged checkpoint, or resume settings that differ from the checkpoint's.
+        FloatingPointError / ValueError / RuntimeError: training failed (loss or reward not finite, a reward
+            function raised); the message gives the iteration and says where the last good checkpoint is.
+        TrainingInterrupted: stopped by a signal, after writing the checkpoint.
     """
     if config.lr_schedule not in ("linear", "constant"):
         raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {config.lr_schedule!r}")
+    if config.resume and not config.out_dir:
+        raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
+    if config.out_dir is None:
+        return _train(config, callback, None)
+    with RunFolder(config.out_dir, "out_dir"):  # before any work: writable, and no other live run writes there
+        return _train(config, callback, Path(config.out_dir))
+
+
+def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) -> RLHFResult:
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    settings = run_settings(config)
+    # 1. a resume reads its checkpoint first: a missing, damaged or mismatched one fails before any model loads
+    resumed = read_rlhf_checkpoint(ckpt_path, settings) if config.resume else None
+
+    # 2. policy, env, agent, KL controller
     seed_everything(config.seed)
     # The policy comes first so the env can call it (mode a); both take the config's SamplingConfig.
     policy = make_policy(config, SamplingConfig(config.env.temperature, config.env.top_k, config.env.top_p))
@@ -468,19 +589,19 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
                                   logprob_reward_coef=0.0 if mode_a else config.kl.init_coef)
     agent = PPO(env, policy=policy, seed=config.seed, device=config.device, config=ppo_cfg)
     controller = config.kl.controller()
-    out_dir = Path(config.out_dir) if config.out_dir else None
-    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
     history: list = []
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if config.resume:
-        if ckpt_path is None:
-            raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
-        history = load_rlhf_checkpoint(ckpt_path, agent, controller)
+    if resumed is not None:
+        history = restore_rlhf_checkpoint(resumed, agent, controller, ckpt_path)
+        if history:  # drop rows a crashed run wrote past its checkpoint (or an older version, every iteration)
+            _write_progress(out_dir / "progress.csv", history)
     else:
         set_kl_coef(agent, controller.value)
     rlhf_cb = RLHFCallback(controller, default_gold(config), config.n_samples, history)
     total = config.iterations
+    # Without out_dir nothing can be saved, so Ctrl-C keeps stopping at once.
+    signals = StopSignals() if ckpt_path is not None else None
+    completed = agent.iteration  # iterations fully done: rollout, update, bookkeeping, checkpoint when due
+    saved_at = agent.iteration if resumed is not None else None  # the iteration of the last good checkpoint
 
     def lr_at(i: int) -> float:
         base = config.ppo.learning_rate
@@ -492,30 +613,39 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
         agent.reset_episodes(seed=config.seed * 100_003 + agent.iteration)
         env.pop_window()
 
+    # 3. after each iteration: metrics, beta, learning rate, then the checkpoint and progress.csv when due
     def on_iteration(agent: PPO, metrics: dict):
+        nonlocal completed, saved_at
         rlhf_cb(agent, metrics)
         agent.set_learning_rate(lr_at(agent.iteration))
         if config.log_every and (agent.iteration % config.log_every == 0 or agent.iteration == total):
             print(format_metrics(metrics, total), flush=True)
         stop = callback is not None and callback(agent, metrics) is False
-        if ckpt_path is not None:
-            _write_progress(out_dir / "progress.csv", rlhf_cb.history)
-            if agent.iteration % config.checkpoint_every == 0 or agent.iteration == total or stop:
-                if agent.iteration < total:
-                    new_segment()
-                save_rlhf_checkpoint(ckpt_path, agent, controller, rlhf_cb.history)
+        stop = stop or (signals is not None and signals.received is not None)
+        due = agent.iteration % config.checkpoint_every == 0 or agent.iteration == total or stop
+        if ckpt_path is not None and due:
+            if agent.iteration < total:
+                new_segment()
+            save_rlhf_checkpoint(ckpt_path, agent, controller, rlhf_cb.history, settings)
+            saved_at = agent.iteration
+            _write_progress(out_dir / "progress.csv", rlhf_cb.history)  # after the checkpoint: never ahead of it
+        completed = agent.iteration
         return False if stop else None
 
+    # 4. train the remaining iterations
     remaining = total - agent.iteration
     if remaining > 0:
         new_segment()
         agent.set_learning_rate(lr_at(agent.iteration))
-        try:
-            agent.learn(remaining * ppo_cfg.n_steps * env.num_envs, callback=on_iteration)
-        except (FloatingPointError, ValueError) as e:
-            kept = (f"the last good checkpoint {ckpt_path} is kept" if ckpt_path is not None and ckpt_path.exists()
-                    else "no checkpoint had been written yet")
-            raise type(e)(f"RLHF training stopped at iteration {agent.iteration + 1}: {e} ({kept})") from e
+        with signals or contextlib.nullcontext():
+            try:
+                agent.learn(remaining * ppo_cfg.n_steps * env.num_envs, callback=on_iteration)
+            except Exception as e:
+                kept = (f"the last good checkpoint {ckpt_path} (iteration {saved_at}) is kept" if saved_at is not None
+                        else "this run had written no checkpoint yet")
+                raise with_context(e, f"RLHF training stopped at iteration {completed + 1}", kept) from e
+    if signals is not None and signals.received is not None:
+        raise TrainingInterrupted(signals.received, agent.iteration, ckpt_path)
     return RLHFResult(agent, rlhf_cb.history, ckpt_path)
 
 
@@ -528,11 +658,10 @@ def format_metrics(m: dict, total: int) -> str:
 
 
 def _write_progress(path: Path, history: list[dict]) -> None:
-    """The whole curve (all iterations, resumed ones included) as CSV, rewritten each iteration."""
+    """The whole curve (all iterations, resumed ones included) as CSV, rewritten atomically with each checkpoint."""
     keys = [k for k in history[0] if k != "samples"]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))

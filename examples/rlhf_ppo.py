@@ -16,12 +16,19 @@ pairs were labelled with. The table compares the SFT model and the trained polic
 gold score (the real objective), RM score (what PPO optimised) and KL to the reference (what it cost).
 Outputs: outputs/rlhf_ppo/curves.png, summary.json and one folder per seed with progress.csv and the
 checkpoint (``--resume`` continues it).
+
+Stopping and resuming: Ctrl-C (or SIGTERM) lets the current iteration finish, saves a checkpoint there and
+exits (status 130 / 143) with the command that continues it; a second Ctrl-C stops at once. ``--resume``
+continues each seed from its checkpoint with the same flags (other flags are refused, with the list of
+differences); a seed with no checkpoint yet starts fresh, with a note. One live run per ``--out`` folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 
 from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, evaluate, default_gold, rlhf_ppo_config, train_rlhf
+from agents.run_guard import FolderBusyError, RunFolder, TrainingInterrupted
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,12 +58,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; 1 is fastest for this tiny model on a small shared CPU (0: torch's default)")
     p.add_argument("--out", default="outputs/rlhf_ppo")
-    p.add_argument("--resume", action="store_true", help="continue each seed's run from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each seed's run from its checkpoint, with the same flags; a seed without a "
+                        "checkpoint yet starts fresh (with a note)")
+    p.add_argument("--checkpoint-every", type=int, default=10,
+                   help="iterations between checkpoints (Ctrl-C also saves one where it stops)")
     p.add_argument("--log-every", type=int, default=10, help="print a metrics line every N iterations")
     return p.parse_args()
 
 
-def make_config(args: argparse.Namespace, seed: int, reward) -> RLHFConfig:
+def make_config(args: argparse.Namespace, seed: int, reward, resume: bool = False) -> RLHFConfig:
     return RLHFConfig(
         env=TextEnvConfig(model=args.model, reward=reward, prompts=args.prompts, num_envs=args.num_envs,
                           max_new_tokens=args.max_new_tokens, max_prompt_tokens=12,
@@ -66,9 +78,19 @@ def make_config(args: argparse.Namespace, seed: int, reward) -> RLHFConfig:
         seed=seed,
         device=args.device,
         out_dir=str(Path(args.out) / f"seed{seed}"),
-        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        resume=resume,
         log_every=args.log_every,
     )
+
+
+def resumable(args: argparse.Namespace, seed: int) -> bool:
+    """Whether ``seed``'s folder holds a checkpoint to resume (with --resume, a seed without one starts fresh)."""
+    path = Path(args.out) / f"seed{seed}" / "checkpoint.pt"
+    if not path.exists():
+        print(f"seed {seed}: no checkpoint at {path} yet: starting it fresh", flush=True)
+        return False
+    return True
 
 
 def eval_prompts(args: argparse.Namespace) -> list[str]:
@@ -155,13 +177,25 @@ def plot(histories: dict[int, list[dict]], kl_target: float, path: Path) -> None
 
 def main() -> None:
     args = parse_args()
+    try:
+        with RunFolder(args.out, "--out"):  # writable, and no other live run writes its summary there
+            run(args)
+    except FolderBusyError as e:
+        sys.exit(f"error: {e}")
+    except TrainingInterrupted as e:
+        command = shlex.join([sys.executable, *sys.argv] + ([] if args.resume else ["--resume"]))
+        print(f"\nstopped by {e.signal_name} at iteration {e.iteration}; checkpoint saved to {e.checkpoint}; "
+              f"resume with: {command}", flush=True)
+        sys.exit(e.exit_code)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     sft = args.model
     if sft is None:
@@ -186,7 +220,7 @@ def main() -> None:
         t0 = time.perf_counter()
         print(f"--- seed {seed}: {args.iterations} iterations x {args.num_envs} responses x "
               f"<= {args.max_new_tokens} tokens", flush=True)
-        result = train_rlhf(make_config(args, seed, reward))
+        result = train_rlhf(make_config(args, seed, reward, resume=args.resume and resumable(args, seed)))
         after = evaluate(result.agent.policy, env_kwargs, prompts, gold, seed=10_000 + seed)
         histories[seed] = result.history
         final_kl = float(np.mean([h["kl"] for h in result.history[-10:]]))

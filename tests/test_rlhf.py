@@ -109,7 +109,8 @@ def test_resume_from_missing_or_corrupt_checkpoint(lm_dir, tmp_path):
 def test_killed_save_keeps_the_previous_checkpoint(lm_dir, tmp_path, monkeypatch):
     import agents.checkpoint
 
-    train_rlhf(config(lm_dir, tmp_path, iterations=2))
+    stop_at_2 = lambda agent, metrics: False if agent.iteration == 2 else None  # noqa: E731
+    train_rlhf(config(lm_dir, tmp_path, iterations=4), callback=stop_at_2)  # a resume keeps the run's settings
     path = tmp_path / "run" / "checkpoint.pt"
     good = path.read_bytes()
 
