@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,7 @@ from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, spa
 from agents.logger import Logger
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
-from agents.run_guard import with_context
+from agents.run_guard import StopSignals, TrainingInterrupted, with_context
 from agents.utils import add_batch_dim, flatten_time, index, is_single_obs, resolve_device, seed_everything, to_tensor
 
 CHECKPOINT_FORMAT = "textenv.agents.PPO"
@@ -136,6 +137,9 @@ class PPO:
         Raises:
             OSError / FolderBusyError: ``config.log_dir`` is not writable or another live run writes there
                 (checked before the first rollout; agents.logger).
+            TrainingInterrupted: with a ``config.log_dir``, SIGINT (Ctrl-C) or SIGTERM arrived; the iteration in
+                progress was finished and saved to ``log_dir/checkpoint.pt`` (``PPO.load`` continues from it).
+                Without a ``log_dir`` the signals act as usual.
             the rollout's own error, with "PPO rollout failed at iteration N" in front (an env or a reward
                 function that raises), and FloatingPointError when the loss stops being finite.
         """
@@ -145,35 +149,49 @@ class PPO:
         batch = cfg.n_steps * self.env.num_envs
         n_iterations = max(1, math.ceil(total_timesteps / batch))
         logger = Logger(cfg.log_dir, n_iterations, cfg.progress_bar)
+        # With a log_dir, Ctrl-C / SIGTERM let the iteration finish, then log_dir/checkpoint.pt is written.
+        signals = StopSignals() if cfg.log_dir is not None else None
         try:
-            for i in range(n_iterations):
-                if cfg.anneal_lr:
-                    self.set_learning_rate(cfg.learning_rate * (1.0 - i / n_iterations))
-                start = time.perf_counter()
-                self.policy.eval()  # rollouts without dropout
-                rollout = self._collect()
-                self.last_rollout = rollout  # callbacks read its episode infos (agents.rlhf)
-                rollout_time = time.perf_counter() - start
-                self.policy.train()
-                metrics = self.update(rollout)
-                self.num_timesteps += int(rollout.mask.sum().item())
-                self.iteration += 1
-                elapsed = time.perf_counter() - start
-                metrics.update(episode_metrics(rollout))
-                metrics.update(
-                    iteration=self.iteration,
-                    timesteps=self.num_timesteps,
-                    steps_per_s=batch / elapsed,
-                    rollout_s=rollout_time,
-                    update_s=elapsed - rollout_time,
-                    learning_rate=self.optimizer.param_groups[0]["lr"],
-                )
-                logger.log(metrics, self.num_timesteps)
-                if callback is not None and callback(self, metrics) is False:
-                    break
+            with signals or nullcontext():
+                for i in range(n_iterations):
+                    metrics = self._iteration(i, n_iterations, batch)
+                    logger.log(metrics, self.num_timesteps)
+                    stop = callback is not None and callback(self, metrics) is False
+                    if signals is not None and signals.received is not None:
+                        path = self.save(Path(cfg.log_dir) / "checkpoint.pt")
+                        raise TrainingInterrupted(signals.received, self.iteration, path,
+                                                  resume_hint=f"PPO.load({str(path)!r}, env=env).learn(...)")
+                    if stop:
+                        break
         finally:
             logger.close()
         return self
+
+    def _iteration(self, i: int, n_iterations: int, batch: int) -> dict[str, float]:
+        """One iteration of ``learn``: learning rate, rollout, update; returns its metrics."""
+        cfg = self.config
+        if cfg.anneal_lr:
+            self.set_learning_rate(cfg.learning_rate * (1.0 - i / n_iterations))
+        start = time.perf_counter()
+        self.policy.eval()  # rollouts without dropout
+        rollout = self._collect()
+        self.last_rollout = rollout  # callbacks read its episode infos (agents.rlhf)
+        rollout_time = time.perf_counter() - start
+        self.policy.train()
+        metrics = self.update(rollout)
+        self.num_timesteps += int(rollout.mask.sum().item())
+        self.iteration += 1
+        elapsed = time.perf_counter() - start
+        metrics.update(episode_metrics(rollout))
+        metrics.update(
+            iteration=self.iteration,
+            timesteps=self.num_timesteps,
+            steps_per_s=batch / elapsed,
+            rollout_s=rollout_time,
+            update_s=elapsed - rollout_time,
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+        )
+        return metrics
 
     def _collect(self) -> Rollout:
         """The next rollout; an error in the env (or its reward function) says at which iteration it happened."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from text_fixtures import *  # noqa: F401,F403
 from text_fixtures import PROMPTS, length_reward
 
@@ -369,3 +370,23 @@ def test_ppo_learn_checks_log_dir_before_the_first_rollout(tmp_path):
     with pytest.raises(OSError, match=r"log_dir .*a_file/logs is not writable \(Not a directory\)"):
         agent.learn(16)
     assert agent.num_timesteps == 0
+
+
+def test_ppo_learn_with_a_log_dir_saves_on_ctrl_c_and_the_checkpoint_continues(tmp_path):
+    from agents.run_guard import TrainingInterrupted
+
+    def make_envs():
+        return gym.make_vec("GridWorld-v0", num_envs=4, vectorization_mode="vector_entry_point")
+
+    def ctrl_c_at_iteration_2(agent, metrics):
+        if agent.iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: handled, the iteration is already done
+
+    agent = PPO(make_envs(), seed=0, n_steps=8, log_dir=str(tmp_path), progress_bar=False)
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT at iteration 2; checkpoint saved to .*checkpoint\.pt"):
+        agent.learn(10 * 8 * 4, callback=ctrl_c_at_iteration_2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    resumed = PPO.load(tmp_path / "checkpoint.pt", env=make_envs())
+    assert resumed.iteration == 2 and resumed.num_timesteps == agent.num_timesteps
+    for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(a.cpu(), b.cpu())
