@@ -35,6 +35,7 @@ from torch import Tensor, nn
 import textenv  # noqa: F401  (registers GridWorld-v0)
 from agents import PPO, ActorCritic, PPOConfig
 from textenv.gridworld import policy_return, value_iteration
+from agents.utils import reproducible_cpu_kernels
 
 
 class CellEmbeddingActorCritic(ActorCritic):
@@ -111,4 +112,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     main()

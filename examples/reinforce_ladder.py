@@ -71,6 +71,7 @@ from agents.rollout import Rollout, RolloutCollector
 from agents.utils import flatten_time
 from textenv.gridworld.dynamics import Rewards, build_tables
 from textenv.gridworld.layout import Layout
+from agents.utils import reproducible_cpu_kernels
 
 RUNGS = (*ESTIMATORS, "ppo", "ppo+whiten")
 
@@ -336,4 +337,5 @@ def greedy_return_of(policy) -> float:
 
 
 if __name__ == "__main__":
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     main()

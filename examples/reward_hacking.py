@@ -163,4 +163,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from agents.utils import reproducible_cpu_kernels
+
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     main()

@@ -37,6 +37,7 @@ import torch
 
 from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, evaluate, default_gold, rlhf_ppo_config, train_rlhf
 from agents.run_guard import FolderBusyError, RunFolder, TrainingInterrupted
+from agents.utils import reproducible_cpu_kernels
 
 
 def parse_args() -> argparse.Namespace:
@@ -251,4 +252,5 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     main()

@@ -22,6 +22,7 @@ from stable_baselines3 import PPO
 
 import textenv  # noqa: F401  (registers GridWorld-v0)
 from textenv.gridworld import ACTION_NAMES, policy_path, policy_return, value_iteration
+from agents.utils import reproducible_cpu_kernels
 
 
 def main(argv=None) -> None:
@@ -53,4 +54,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     main()

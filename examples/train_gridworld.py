@@ -20,4 +20,7 @@ from __future__ import annotations
 import compare_gridworld
 
 if __name__ == "__main__":
+    from agents.utils import reproducible_cpu_kernels
+
+    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
     compare_gridworld.main()
