@@ -75,3 +75,41 @@ def test_wrong_shape_says_what_was_expected():
 def test_bad_spec_type():
     with pytest.raises(TypeError, match="reward spec must be a callable"):
         make_reward_fn(42)
+
+
+def scores_returning(value):
+    """A reward function that returns ``value`` (a reward gone wrong)."""
+
+    def bad_reward(prompts, completions):
+        return value
+
+    return bad_reward
+
+
+def test_an_exception_of_the_reward_function_names_the_function():
+    def my_reward(prompts, completions):
+        raise KeyError("score")
+
+    with pytest.raises(RuntimeError, match=r"the reward function .*my_reward raised KeyError: 'score'") as err:
+        make_reward_fn(my_reward)(PROMPTS, COMPLETIONS)
+    assert isinstance(err.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (["1.0", "2.0", "3.0"], TypeError, r"returned \['1.0', '2.0', '3.0'\] \(of dtype <U3\); expected 3 real numbers \(int or float\)"),
+    ([1 + 1j, 2.0, 3.0], TypeError, r"returned \[\(1\+1j\), 2.0, 3.0\] \(of dtype complex128\)"),
+    (torch.ones(3, dtype=torch.complex64), TypeError, "returned a torch.complex64 tensor"),
+    (None, TypeError, r"returned None \(holding NoneType None\)"),
+    ([1.0, None, 2.0], TypeError, r"returned \[1.0, None, 2.0\] \(holding NoneType None\)"),
+    ([True, False, True], TypeError, r"returned \[True, False, True\] \(of dtype bool\)"),
+    ([[1.0], [1.0, 2.0], 3.0], ValueError, r"returned \[\[1.0\], \[1.0, 2.0\], 3.0\], not an array \(setting an array"),
+    ([float("nan")] * 3, ValueError, r"returned nan for sample 0 \(prompt='the movie was', completion=' good'\)"),
+])
+def test_what_a_bad_reward_function_returned_is_named(value, error, message):
+    with pytest.raises(error, match="the reward function .*bad_reward " + message):
+        make_reward_fn(scores_returning(value))(PROMPTS, COMPLETIONS)
+
+
+def test_real_numbers_of_any_kind_are_scores():
+    for value in ([1, 2, 3], np.array([1, 2, 3], dtype=np.float32), [np.float32(1), 2, np.int64(3)], torch.arange(1, 4)):
+        assert make_reward_fn(scores_returning(value))(PROMPTS, COMPLETIONS).tolist() == [1.0, 2.0, 3.0]

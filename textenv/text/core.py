@@ -7,12 +7,15 @@ env row seeded ``s + i`` and a single env seeded ``s + i`` see the same prompts.
 
 RL framing (lecture slides, "The RL setup: connection to language models"): the state is the prompt plus
 the tokens generated so far, the action is the next token, the policy is the language model.
+
+Every call is all or nothing: a step computes its new tokens, the models' log-probabilities, the KL and
+the reward of the rows that end on new arrays, checks them all, and only then replaces the state
+(``prepare_step`` then ``commit``); a reset encodes every prompt before it writes a row. A bad action, a
+model that returns NaN or a reward function that fails raises and leaves the episodes as they were.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,15 +24,23 @@ import torch
 from textenv.text.decoding import IncrementalLM
 from textenv.text.kl import ESTIMATORS, kl_penalty
 from textenv.text.loading import (
+    PromptEncoder,
+    check_causal_lm,
+    check_fit,
+    check_flag,
+    check_int,
+    check_real,
+    check_sizes,
     load_causal_lm,
     load_prompts,
     load_tokenizer,
-    max_positions,
     output_vocab_size,
     resolve_device,
+    short,
+    special_ids,
 )
 from textenv.text.rewards import make_reward_fn
-from textenv.text.sampling import SamplingConfig
+from textenv.text.sampling import SamplingConfig, check_logits
 
 
 @dataclass
@@ -57,6 +68,22 @@ class StepParts:
             info["text"] = self.text[i]
             info["prompt"] = self.prompt[i]
         return info
+
+
+@dataclass
+class NextState:
+    """The per-row state after a step, built on new arrays so that nothing changes until ``commit``."""
+
+    ids: np.ndarray  # (N, L)
+    mask: np.ndarray  # (N, L)
+    gen_len: np.ndarray  # (N,)
+    has_eos: np.ndarray  # (N,)
+    done: np.ndarray  # (N,) bool: the episode ends with this step
+
+
+MAX_KL_COEF = 1e6
+"""The largest kl_coef. RLHF uses 0.01-1 and adaptive controllers move it by a few percent per update; the
+per-token penalty is computed in float32, where coefficients near 1e38 overflow to inf."""
 
 
 def _default_task():
@@ -92,17 +119,19 @@ class TextGenCore:
         normalize_reward: bool = True,
         prompt_cache_mb: float = 64.0,
     ) -> None:
-        for name, value in (("num_envs", num_envs), ("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if kl_estimator not in ESTIMATORS:
-            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; expected one of {ESTIMATORS}")
-        if not math.isfinite(float(no_eos_penalty)):
-            raise ValueError(f"no_eos_penalty must be finite, got {no_eos_penalty}")
-        self.sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
-        self.num_envs, self.max_new_tokens, self.max_prompt_tokens = int(num_envs), int(max_new_tokens), int(max_prompt_tokens)
+        # Plain arguments first: they are cheap to check and the models are slow to load.
+        self.num_envs = check_int("num_envs", num_envs)
+        self.max_new_tokens = check_int("max_new_tokens", max_new_tokens)
+        self.max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens)
         self.seq_len = self.max_prompt_tokens + self.max_new_tokens
-        self.kl_estimator, self.stop_at_eos, self.no_eos_penalty = kl_estimator, bool(stop_at_eos), float(no_eos_penalty)
+        check_sizes(self.num_envs, self.seq_len)
+        if not isinstance(kl_estimator, str) or kl_estimator not in ESTIMATORS:
+            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; expected one of {ESTIMATORS}")
+        self.sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.kl_estimator, self.stop_at_eos = kl_estimator, check_flag("stop_at_eos", stop_at_eos)
+        self.no_eos_penalty = check_real("no_eos_penalty", no_eos_penalty)
+        normalize_reward = check_flag("normalize_reward", normalize_reward)
+        check_real("prompt_cache_mb", prompt_cache_mb, low=0.0)
         self.kl_coef = kl_coef
 
         # Models. `model` is the reference unless `ref_model` is given; nothing here is ever trained.
@@ -112,14 +141,15 @@ class TextGenCore:
         self.device = resolve_device(device, first_module)
         self.model = load_causal_lm(model, self.device)
         self.tokenizer = load_tokenizer(tokenizer, model)
-        self.ref_model = self.model if ref_model is None else load_causal_lm(ref_model, self.device)
+        self.ref_model = self.model if ref_model is None else load_causal_lm(ref_model, self.device, "ref_model")
         self.vocab_size = output_vocab_size(self.ref_model)
         if ref_model is not None and output_vocab_size(self.model) != self.vocab_size:
             raise ValueError(
                 f"model and ref_model disagree on the vocabulary: {output_vocab_size(self.model)} vs {self.vocab_size} logits"
             )
-        self._check_fit(self.ref_model)
-        self.eos_token_id, self.pad_token_id = self._special_ids()
+        check_fit(self.ref_model, self.tokenizer, self.vocab_size, self.max_prompt_tokens, self.max_new_tokens)
+        self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer, self.model, self.vocab_size, self.stop_at_eos)
+        self.encode_prompt = PromptEncoder(self.tokenizer, self.vocab_size, self.max_prompt_tokens)
 
         # The reference is frozen, so the prefill of each prompt it has seen is worth keeping (see IncrementalLM).
         self.ref_lm = IncrementalLM(self.ref_model, prompt_cache_mb=prompt_cache_mb, prompt_max_tokens=self.max_prompt_tokens)
@@ -128,6 +158,7 @@ class TextGenCore:
         elif hasattr(policy, "next_token_logits"):
             self.policy_lm = policy
         elif isinstance(policy, torch.nn.Module):
+            check_causal_lm(policy, "policy")
             self.policy_lm = self.ref_lm if policy is self.ref_model else IncrementalLM(policy)
         else:
             raise TypeError(
@@ -148,45 +179,10 @@ class TextGenCore:
         self.mask = np.zeros((n, length), dtype=np.int64)  # (N, L)
         self.prompt_ids: list[list[int]] = [[] for _ in range(n)]
         self.prompt_text: list[str] = ["" for _ in range(n)]
-        self._token_memo: dict[str, tuple[int, ...]] = {}
         self._prompts_remembered = False
         self.gen_len = np.zeros(n, dtype=np.int64)  # tokens generated so far
         self.has_eos = np.zeros(n, dtype=bool)
         self.live = np.zeros(n, dtype=bool)  # an episode is in progress
-
-    # -- construction checks ------------------------------------------------------------------------
-
-    def _check_fit(self, model: torch.nn.Module) -> None:
-        n_pos = max_positions(model)
-        if n_pos is not None and self.seq_len > n_pos:
-            raise ValueError(
-                f"max_prompt_tokens + max_new_tokens = {self.max_prompt_tokens} + {self.max_new_tokens} = {self.seq_len} "
-                f"exceeds the model's context of {n_pos} positions"
-            )
-        n_tok = len(self.tokenizer)
-        if n_tok > self.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {n_tok} tokens but the model only produces {self.vocab_size} logits; "
-                f"they do not belong together (token ids >= {self.vocab_size} would have no action)"
-            )
-
-    def _special_ids(self) -> tuple[int, int]:
-        eos = self.tokenizer.eos_token_id
-        if eos is None:
-            eos = getattr(self.model.config, "eos_token_id", None)
-            if isinstance(eos, (list, tuple)):
-                eos = eos[0] if eos else None
-        if eos is None and self.stop_at_eos:
-            raise ValueError(
-                "no EOS token: the tokenizer has no eos_token and the model config has no eos_token_id. "
-                "Set tokenizer.eos_token, or pass stop_at_eos=False to generate max_new_tokens every episode"
-            )
-        if eos is not None and not 0 <= int(eos) < self.vocab_size:
-            raise ValueError(f"eos token id {eos} is outside the model's vocabulary [0, {self.vocab_size})")
-        pad = self.tokenizer.pad_token_id
-        if pad is None:  # padding positions are masked out, any in-vocabulary id will do
-            pad = eos if eos is not None else 0
-        return (-1 if eos is None else int(eos)), int(pad)
 
     # -- the KL coefficient (an adaptive controller may change it between steps) ---------------------
 
@@ -196,58 +192,14 @@ class TextGenCore:
 
     @kl_coef.setter
     def kl_coef(self, value: float) -> None:
-        value = float(value)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {value}")
-        self._kl_coef = value
+        why = " (MAX_KL_COEF: larger ones overflow the float32 penalty)"
+        self._kl_coef = check_real("kl_coef", value, low=0.0, high=MAX_KL_COEF, why=why)
 
     # -- prompts ----------------------------------------------------------------------------------
 
     def sample_prompt(self, rng: np.random.Generator) -> str:
         """One prompt drawn with the env's generator (the only randomness in the env)."""
         return self.prompts[int(rng.integers(len(self.prompts)))]
-
-    def encode_prompt(self, prompt) -> tuple[list[int], str]:
-        """A prompt (text or token ids) -> (token ids, text), truncated from the left to max_prompt_tokens."""
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise ValueError(f"empty prompt {prompt!r}: a prompt needs at least one token")
-            ids, text = self._tokenize(prompt), prompt
-        else:
-            try:
-                ids = [int(t) for t in prompt]
-            except (TypeError, ValueError):
-                raise TypeError(f"a prompt must be a str or a sequence of token ids, got {prompt!r}") from None
-            bad = [t for t in ids if not 0 <= t < self.vocab_size]
-            if bad:
-                raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
-            text = None
-        if not ids:
-            raise ValueError(f"prompt {prompt!r} has no tokens")
-        if len(ids) > self.max_prompt_tokens:
-            # Keep the end (what comes next depends on it most) and a leading BOS the model was trained with.
-            bos = self.tokenizer.bos_token_id
-            keep_bos = bos is not None and ids[0] == bos and self.max_prompt_tokens > 1
-            tail = self.max_prompt_tokens - int(keep_bos)
-            warnings.warn(
-                f"prompt of {len(ids)} tokens is longer than max_prompt_tokens={self.max_prompt_tokens}; "
-                f"keeping its last {tail} tokens" + (" after the BOS token" if keep_bos else ""),
-                stacklevel=3,
-            )
-            ids, text = ([bos] if keep_bos else []) + ids[-tail:], None
-        if text is None:
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return ids, text
-
-    def _tokenize(self, text: str) -> list[int]:
-        # Prompts come from a fixed list and recur every few episodes: tokenizing each reset row again
-        # cost ~7% of a rollout step (benchmarks/bench_textgen.py), so texts are tokenized once.
-        ids = self._token_memo.get(text)
-        if ids is None:
-            if len(self._token_memo) >= 100_000:  # bound the memory for endless streams of distinct prompts
-                self._token_memo.clear()
-            ids = self._token_memo[text] = tuple(self.tokenizer(text)["input_ids"])
-        return list(ids)
 
     def _remember_prompts(self) -> None:
         """Prefill the prompt list into the reference's prompt cache once, in a few batched calls.
@@ -258,15 +210,16 @@ class TextGenCore:
         self._prompts_remembered = True
         if self.ref_lm.prompt_cache_bytes == 0 or len(self.prompts) > 20_000:
             return
-        texts = [p for p in self.prompts if isinstance(p, str) and p.strip() and p not in self._token_memo]
+        memo = self.encode_prompt.memo
+        texts = [p for p in self.prompts if isinstance(p, str) and p.strip() and p not in memo]
         if texts:
             for text, ids in zip(texts, self.tokenizer(texts)["input_ids"]):
-                self._token_memo[text] = tuple(ids)
-        self.ref_lm.remember(self._token_memo[p] for p in self.prompts if p in self._token_memo)
+                memo[text] = tuple(ids)
+        self.ref_lm.remember(memo[p] for p in self.prompts if p in memo)
 
-    def reset_rows(self, rows, prompts) -> list[str]:
-        """Start new episodes in ``rows`` from ``prompts`` (text or token ids). Returns the prompt texts."""
-        encoded = [self.encode_prompt(p) for p in prompts]  # all checks before any state changes
+    def start_rows(self, rows, encoded) -> list[str]:
+        """Start new episodes in ``rows`` from ``encode_prompt`` outputs, which hold every check (so this cannot
+        fail halfway). Returns the prompt texts."""
         for i, (ids, text) in zip(rows, encoded):
             self.ids[i] = self.pad_token_id
             self.mask[i] = 0
@@ -284,18 +237,22 @@ class TextGenCore:
     # -- the transition -----------------------------------------------------------------------------
 
     def check_actions(self, actions) -> np.ndarray:
-        arr = np.asarray(actions)
+        expected = f"an array of shape ({self.num_envs},) of int token ids in [0, {self.vocab_size})"
+        try:
+            arr = np.asarray(actions)
+        except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, tensors numpy cannot read
+            raise ValueError(f"actions must be {expected}, got {short(actions)} ({e})") from None
         if arr.shape != (self.num_envs,):
-            raise ValueError(f"expected {self.num_envs} actions (one token id per row), got shape {arr.shape}")
+            raise ValueError(f"expected {self.num_envs} actions (one token id per row): {expected}; got shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"actions must be integer token ids, got {arr.dtype} {arr.tolist()!r}")
-        arr = arr.astype(np.int64)
-        bad = np.flatnonzero((arr < 0) | (arr >= self.vocab_size))
+            raise TypeError(f"actions must be integer token ids ({expected}), got {arr.dtype} {short(arr.tolist())}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self.vocab_size))  # before the cast, which wraps huge uint64
         if len(bad):
             i = int(bad[0])
             raise ValueError(
                 f"action {int(arr[i])} (row {i}) is not a token id: the action space is Discrete({self.vocab_size}), ids 0..{self.vocab_size - 1}"
             )
+        arr = arr.astype(np.int64)
         if not self.live.all():
             raise RuntimeError(
                 f"step() called with no episode in progress in rows {np.flatnonzero(~self.live).tolist()}: call reset() first"
@@ -305,20 +262,71 @@ class TextGenCore:
     @torch.no_grad()
     def step(self, actions) -> StepParts:
         """Append one token per row; returns rewards, flags and the reward's parts. Ended rows stop being live."""
+        parts, after = self.prepare_step(actions)
+        self.commit(after)
+        return parts
+
+    @torch.no_grad()
+    def prepare_step(self, actions) -> tuple[StepParts, NextState]:
+        """What ``step`` returns and the state after it, all checked, with the env's state untouched."""
         actions = self.check_actions(actions)
         if not self._prompts_remembered:
             self._remember_prompts()
+        ref_logp, kl, policy_logp, step_reward = self._token_terms(actions)
+        after = self._advanced(actions)
+        terminated = (actions == self.eos_token_id) & self.stop_at_eos
+        truncated = ~terminated & (after.gen_len >= self.max_new_tokens)
+        after.done = terminated | truncated
+
+        reward = step_reward.double().cpu().numpy()
+        rm_score = np.full(self.num_envs, np.nan)
+        text: list = [None] * self.num_envs
+        prompt: list = [None] * self.num_envs
+        rows = np.flatnonzero(after.done)
+        if len(rows):
+            completions = [self.decode_completion(self.prompt_ids[i], after.ids[i], after.gen_len[i]) for i in rows]
+            prompts = [self.prompt_text[i] for i in rows]
+            rm_score[rows] = self.reward_fn(prompts, completions)
+            with np.errstate(over="ignore"):  # an overflow is reported by _check_rewards, naming its parts
+                reward[rows] += rm_score[rows] + np.where(after.has_eos[rows], 0.0, self.no_eos_penalty)
+            for i, c, p in zip(rows, completions, prompts):
+                text[i], prompt[i] = c, p
+        self._check_rewards(reward, step_reward, rm_score)
+
+        def np_(x):
+            return None if x is None else x.double().cpu().numpy()
+
+        parts = StepParts(reward=reward, terminated=terminated, truncated=truncated, ref_logprob=np_(ref_logp), kl=np_(kl),
+                          policy_logprob=np_(policy_logp), rm_score=rm_score, text=text, prompt=prompt)
+        return parts, after
+
+    def commit(self, after: NextState) -> None:
+        """Make a prepared step the state (cannot fail)."""
+        self.ids, self.mask, self.gen_len, self.has_eos = after.ids, after.mask, after.gen_len, after.has_eos
+        self.live[after.done] = False
+
+    def _advanced(self, actions: np.ndarray) -> NextState:
+        """The state after appending ``actions``: shift left, append the token (new arrays)."""
+        ids = np.concatenate([self.ids[:, 1:], actions[:, None]], axis=1)
+        mask = np.concatenate([self.mask[:, 1:], np.ones((self.num_envs, 1), np.int64)], axis=1)
+        return NextState(ids=ids, mask=mask, gen_len=self.gen_len + 1, has_eos=self.has_eos | (actions == self.eos_token_id),
+                         done=np.zeros(self.num_envs, dtype=bool))
+
+    def _token_terms(self, actions: np.ndarray):
+        """Per-token terms of the step: ref log-prob, KL and policy log-prob (policy mode) and the per-token reward."""
         ids_t = torch.from_numpy(self.ids).to(self.device)
         mask_t = torch.from_numpy(self.mask).to(self.device)
         act_t = torch.from_numpy(actions).to(self.device)[:, None]  # (N, 1)
 
-        ref_logits = self.sampling.reference(self.ref_lm(ids_t, mask_t).logits.to(self.device))  # (N, V)
+        raw = self.ref_lm(ids_t, mask_t).logits.to(self.device)
+        check_logits(raw, (self.num_envs, self.vocab_size), "the reference model")
+        ref_logits = self.sampling.reference(raw)  # (N, V)
         ref_logp = torch.log_softmax(ref_logits, -1).gather(1, act_t)[:, 0]  # (N,)
+        self._check_finite(ref_logp, actions, "the reference model's log-probability of")
         kl = policy_logp = None
         if self.policy_lm is not None:
             pol_logits = torch.as_tensor(self.policy_lm.next_token_logits(ids_t, mask_t)).to(self.device)
-            if pol_logits.shape != ref_logits.shape:
-                raise ValueError(f"policy returned logits of shape {tuple(pol_logits.shape)}; expected {tuple(ref_logits.shape)}")
+            check_logits(pol_logits, tuple(ref_logits.shape), "the policy")
             logits = self.sampling.process(pol_logits)  # (N, V) the distribution the agent samples from
             policy_logp = torch.log_softmax(logits, -1).gather(1, act_t)[:, 0]
             if not bool(torch.isfinite(policy_logp).all()):
@@ -329,40 +337,33 @@ class TextGenCore:
                     f"sample actions from env.sampling.process(policy logits)"
                 )
             kl = kl_penalty(policy_logp, ref_logp, self.kl_estimator, logits=logits, ref_logits=ref_logits)
+            self._check_finite(kl, actions, f"the KL estimate ({self.kl_estimator}) of")
             step_reward = -self.kl_coef * kl  # lm-human-preferences: -beta * KL_t on every token
         else:
             # Entropy form: the agent adds -kl_coef * log pi(a_t|s_t) itself (SB3's ent_coef is its counterpart).
             step_reward = self.kl_coef * ref_logp
+        self._check_finite(step_reward, actions, f"the per-token reward (kl_coef={self.kl_coef:g}) of")
+        return ref_logp, kl, policy_logp, step_reward
 
-        # Advance: shift left, append the token.
-        self.ids = np.concatenate([self.ids[:, 1:], actions[:, None]], axis=1)
-        self.mask = np.concatenate([self.mask[:, 1:], np.ones((self.num_envs, 1), np.int64)], axis=1)
-        self.gen_len += 1
-        is_eos = actions == self.eos_token_id
-        self.has_eos |= is_eos
-        terminated = is_eos & self.stop_at_eos
-        truncated = ~terminated & (self.gen_len >= self.max_new_tokens)
-        done = terminated | truncated
+    # -- checks of what the models and the reward function returned ---------------------------------
 
-        reward = step_reward.double().cpu().numpy()
-        rm_score = np.full(self.num_envs, np.nan)
-        text: list = [None] * self.num_envs
-        prompt: list = [None] * self.num_envs
-        rows = np.flatnonzero(done)
-        if len(rows):
-            completions = [self.completion_text(i) for i in rows]
-            prompts = [self.prompt_text[i] for i in rows]
-            rm_score[rows] = self.reward_fn(prompts, completions)
-            reward[rows] += rm_score[rows] + np.where(self.has_eos[rows], 0.0, self.no_eos_penalty)
-            for i, c, p in zip(rows, completions, prompts):
-                text[i], prompt[i] = c, p
-            self.live[rows] = False
+    def _check_finite(self, values: torch.Tensor, actions: np.ndarray, what: str) -> None:
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f"{what} action {int(actions[i])} (row {i}) is {float(values[i])} at temperature {self.sampling.temperature:g}; "
+                f"the step's reward must be finite"
+            )
 
-        def np_(x):
-            return None if x is None else x.double().cpu().numpy()
-
-        return StepParts(reward=reward, terminated=terminated, truncated=truncated, ref_logprob=np_(ref_logp), kl=np_(kl),
-                         policy_logprob=np_(policy_logp), rm_score=rm_score, text=text, prompt=prompt)
+    def _check_rewards(self, reward: np.ndarray, step_reward: torch.Tensor, rm_score: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(reward))
+        if len(bad):  # finite parts whose sum overflowed float64
+            i = int(bad[0])
+            raise ValueError(
+                f"the reward of row {i} is {reward[i]}: per-token term {float(step_reward[i])} + reward score {rm_score[i]} "
+                f"+ no_eos_penalty {self.no_eos_penalty} overflowed; the reward function's scores are too large"
+            )
 
     # -- text -------------------------------------------------------------------------------------
 
@@ -372,9 +373,12 @@ class TextGenCore:
         Decoded together with the prompt and cut after the prompt's text, so that ``prompt + completion``
         reads like the whole sequence (word-level tokenizers put the separating space there).
         """
-        n = int(self.gen_len[i])
-        gen = self.ids[i, self.seq_len - n:].tolist() if n else []
-        prompt_ids = self.prompt_ids[i]
+        return self.decode_completion(self.prompt_ids[i], self.ids[i], self.gen_len[i])
+
+    def decode_completion(self, prompt_ids: list[int], row_ids: np.ndarray, n) -> str:
+        """``completion_text`` of a row holding ``row_ids`` (L,) with ``n`` generated tokens."""
+        n = int(n)
+        gen = row_ids[self.seq_len - n:].tolist() if n else []
         prefix = self.tokenizer.decode(prompt_ids, skip_special_tokens=True)
         full = self.tokenizer.decode(prompt_ids + gen, skip_special_tokens=True)
         return full[len(prefix):] if full.startswith(prefix) else self.tokenizer.decode(gen, skip_special_tokens=True)

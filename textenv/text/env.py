@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +11,19 @@ import numpy as np
 from gymnasium import spaces
 
 from textenv.text.core import TextGenCore
+from textenv.text.loading import check_options, check_seed, short
+
+
+@contextmanager
+def rollback_rngs(rngs) -> Iterator[None]:
+    """Put the generators back as they were if the block raises: a failed reset must not move the prompt draws."""
+    states = [(g, g.bit_generator.state) for g in rngs if g is not None]
+    try:
+        yield
+    except BaseException:
+        for g, state in states:
+            g.bit_generator.state = state
+        raise
 
 
 def observation_space(vocab_size: int, seq_len: int) -> spaces.Dict:
@@ -62,10 +77,15 @@ class TextGenEnv(gym.Env):
 
     ## Starting State
     A prompt drawn uniformly from ``prompts`` with ``self.np_random``, or the one in
-    ``reset(options={"prompt": text or token ids})``. Prompts longer than ``max_prompt_tokens`` are
+    ``reset(options={"prompt": text or a list of int token ids})`` (the only option; bytes, floats and bools
+    are refused, not read as ids). ``seed`` is None or an int >= 0. Prompts longer than ``max_prompt_tokens`` are
     truncated from the LEFT (the end of a prompt matters most for what comes next; a leading BOS token
     that the tokenizer adds is kept) with a warning; an empty prompt is a ValueError. Text prompts are
     tokenized with the tokenizer's special tokens (e.g. the BOS the model was fine-tuned after).
+
+    Every ``reset`` and ``step`` is all or nothing: a bad argument, a model returning NaN logits or a reward
+    function that raises or returns something other than finite numbers is a TypeError, ValueError or
+    RuntimeError that names the cause, and the env is left exactly as before the call.
 
     ## Episode End
     Termination: the action is the EOS token (when ``stop_at_eos``).
@@ -93,17 +113,19 @@ class TextGenEnv(gym.Env):
     - ``reward``: callable ``(prompts, completions) -> scores``, sequence-classification model, or its
       name/path; default ``textenv.default.reward_path()``. ``reward_label`` picks a class logit of a
       multi-label classifier, ``reward_tokenizer`` the RM's tokenizer when it is passed as a module,
-      ``normalize_reward`` applies the RM config's ``reward_mean`` / ``reward_std``.
+      ``normalize_reward`` (a bool) applies the RM config's ``reward_mean`` / ``reward_std``.
     - ``prompts``: list of str, ``datasets.Dataset`` with a "prompt" column, or a path; default
       ``textenv.default.prompts_path("train")`` (the same prompts as ``textenv.default.prompts("train")``).
     - ``policy``: the acting policy, shared with the agent (mode (a) above); ``None`` for mode (b).
     - ``ref_model``: a separate frozen reference (name, path or module).
     - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
       model's positions.
-    - ``kl_coef`` (also a settable attribute, for adaptive KL controllers: ``env.unwrapped.kl_coef = 0.1``),
+    - ``kl_coef``: a finite number in ``[0, 1e6]`` (``core.MAX_KL_COEF``; also a settable attribute, checked the
+      same way, for adaptive KL controllers: ``env.unwrapped.kl_coef = 0.1``),
       ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``textenv.text.kl``).
-    - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with.
-    - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards.
+    - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with;
+      ``temperature >= 1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits).
+    - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards (a bool, and a finite number).
     - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``) or ``"human"`` (prints it).
     - ``prompt_cache_mb``: memory for the reference model's prefill of each prompt (``IncrementalLM``), so
       that restarting from a prompt seen before costs no forward; the prompt list is prefilled at the
@@ -180,10 +202,20 @@ class TextGenEnv(gym.Env):
     # -- Gymnasium API ----------------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        options = options or {}
-        prompt = options["prompt"] if options.get("prompt") is not None else self.core.sample_prompt(self.np_random)
-        (text,) = self.core.reset_rows([0], [prompt])
+        # All or nothing: the seed, the options and the prompt are checked before the episode changes.
+        seed = check_seed(seed)
+        prompt = check_options(options, ("prompt",)).get("prompt")
+        encoded = None if prompt is None else self.core.encode_prompt(prompt)
+        before = self._np_random, self._np_random_seed
+        with rollback_rngs([self._np_random]):
+            super().reset(seed=seed)
+            try:
+                if encoded is None:
+                    encoded = self.core.encode_prompt(self.core.sample_prompt(self.np_random))
+            except BaseException:  # a listed prompt that tokenizes to nothing: keep the old generator
+                self._np_random, self._np_random_seed = before
+                raise
+        (text,) = self.core.start_rows([0], [encoded])
         self._ended = False
         if self.render_mode == "human":
             self.render()
@@ -194,9 +226,13 @@ class TextGenEnv(gym.Env):
             raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
         if not self.core.live[0]:
             raise RuntimeError("step() called before reset(): call reset() first")
-        arr = np.asarray(action)
+        expected = f"a single token id (an int in [0, {self.core.vocab_size}))"
+        try:
+            arr = np.asarray(action)
+        except (TypeError, ValueError, RuntimeError) as e:  # ragged lists, tensors numpy cannot read
+            raise ValueError(f"action must be {expected}, got {short(action)} ({e})") from None
         if arr.ndim != 0:
-            raise ValueError(f"action must be a single token id, got shape {arr.shape}")
+            raise ValueError(f"action must be {expected}, got shape {arr.shape}: {short(action)}")
         parts = self.core.step(arr.reshape(1))
         terminated, truncated = bool(parts.terminated[0]), bool(parts.truncated[0])
         self._ended = terminated or truncated

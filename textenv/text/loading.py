@@ -1,19 +1,133 @@
-"""Turning the env's arguments (names, paths, modules, prompt sources) into models, tokenizers and prompts."""
+"""Turning the env's arguments (names, paths, modules, prompt sources) into models, tokenizers and prompts,
+and the checks every plain argument (numbers, flags, seeds, reset options) passes before anything changes.
+
+The checks are strict on purpose: ``"0.1"``, ``True`` or ``b"text"`` are not silently read as a number, a
+flag or token ids, and each error names the argument, what it got and what was expected.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator, Sequence
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def short(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages must stay readable for huge inputs)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _got(value) -> str:
+    return f"{type(value).__name__} {short(value)}"
+
+
+def is_int(value) -> bool:
+    """A Python or numpy integer, and not a bool (``True`` is an int to Python, never a count or an id here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value, low: int = 1) -> int:
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int >= {low}, got {_got(value)}")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value, low: float | None = None, high: float | None = None, why: str = "") -> float:
+    """A finite int or float (numpy's too, not bool) in ``[low, high]``, as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number (int or float, not bool or str), got {_got(value)}")
+    number = float(value)
+    bounds = (f" >= {low:g}" if low is not None else "") + (f" and <= {high:g}" if high is not None else "")
+    if not (math.isfinite(number) and (low is None or number >= low) and (high is None or number <= high)):
+        raise ValueError(f"{name} must be a finite number{bounds}{why}, got {value!r}")
+    return number
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):  # bool("False") is True: strings and numbers are refused
+        raise TypeError(f"{name} must be True or False, got {_got(value)}")
+    return bool(value)
+
+
+def check_seed(seed, name: str = "seed") -> int | None:
+    """``None`` or an int >= 0 (numpy integers too) -> ``None`` or a Python int (what Gymnasium's seeding takes)."""
+    if seed is None:
+        return None
+    if not is_int(seed):
+        raise TypeError(f"{name} must be None or an int >= 0, got {_got(seed)}")
+    if seed < 0:
+        raise ValueError(f"{name} must be None or an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def check_row_seeds(seed, n: int) -> list[int | None]:
+    """A vector env's ``reset(seed=...)`` -> one seed per row: ``s`` seeds row ``i`` with ``s + i``; a list gives
+    each row its own (None: keep drawing from the row's generator)."""
+    if isinstance(seed, np.ndarray) and seed.ndim == 1:
+        seed = seed.tolist()
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ValueError(f"reset(seed=[...]) needs {n} seeds (one per row), got {len(seed)}")
+        return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+    if seed is not None and not is_int(seed):
+        raise TypeError(
+            f"seed must be None, an int >= 0 or a list of {n} per-row seeds (each None or an int >= 0), got {_got(seed)}"
+        )
+    first = check_seed(seed)
+    return [None] * n if first is None else [first + i for i in range(n)]
+
+
+def check_options(options, known: tuple[str, ...]) -> dict:
+    """``reset(options=...)``: None or a mapping whose keys are all in ``known``; returns a dict copy."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be None or a dict with keys from {list(known)}, got {_got(options)}")
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ValueError(f"unknown reset option {unknown[0]!r}; the known options are {list(known)}")
+    return dict(options)
+
+
+MAX_NUM_ENVS = 2**16
+"""The most rows of a vector env: a documented bound far above the tens to few thousands of rows one
+batched language-model forward is run with, so that a typo fails with a clear error, not a MemoryError."""
+MAX_STATE_BYTES = 2**31
+"""The most memory (2 GiB) the (N, L) int64 token and mask arrays may take, checked before allocating them."""
+
+
+def check_sizes(num_envs: int, seq_len: int) -> None:
+    """Refuse batch shapes whose state would not fit memory, before allocating anything."""
+    if num_envs > MAX_NUM_ENVS:
+        raise ValueError(f"num_envs must be an int in [1, {MAX_NUM_ENVS}] (one batched forward per step), got {num_envs}")
+    nbytes = 2 * 8 * num_envs * seq_len
+    if nbytes > MAX_STATE_BYTES:
+        raise ValueError(
+            f"num_envs * (max_prompt_tokens + max_new_tokens) = {num_envs} * {seq_len} tokens need "
+            f"{nbytes / 2**30:.3g} GiB for the token and mask arrays alone; the limit is {MAX_STATE_BYTES / 2**30:g} GiB: "
+            f"use fewer rows or shorter episodes"
+        )
 
 
 def resolve_device(device: str | torch.device, module: torch.nn.Module | None = None) -> torch.device:
     """``"auto"``: the device of a model passed as a module, else CUDA when available, else CPU."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f'device must be "auto", a device name such as "cpu" or a torch.device, got {_got(device)}')
     if device != "auto":
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except RuntimeError as e:  # an unknown device name
+            raise ValueError(f'device must be "auto" or a torch device such as "cpu" or "cuda:0", got {device!r} ({e})') from None
     if isinstance(module, torch.nn.Module):
         params = list(module.parameters())
         if params:
@@ -38,21 +152,42 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_causal_lm(spec, device: torch.device) -> torch.nn.Module:
+def load_causal_lm(spec, device: torch.device, name: str = "model") -> torch.nn.Module:
     """A causal LM from a module (returned as is) or a name/path (loaded in eval mode onto ``device``)."""
     if isinstance(spec, torch.nn.Module):
+        check_causal_lm(spec, name)
+        if getattr(spec, "config", None) is None:  # its context length, vocabulary and EOS are read from there
+            raise TypeError(f"{name} must be a causal LM with a .config (e.g. AutoModelForCausalLM), got {type(spec).__name__}")
         return spec
     if isinstance(spec, (str, Path)):
         from transformers import AutoModelForCausalLM
 
         with quiet_loading():
             return AutoModelForCausalLM.from_pretrained(str(spec)).to(device).eval()
-    raise TypeError(f"a causal LM must be a name, a path or an nn.Module, got {type(spec).__name__}")
+    raise TypeError(f"{name} must be a causal LM: a name, a path or an nn.Module, got {_got(spec)}")
+
+
+def check_causal_lm(module: torch.nn.Module, name: str) -> None:
+    """A module the env can run as a causal LM: its forward takes ``input_ids`` (and returns ``.logits``).
+
+    Only the signature is read: a trial forward would draw random numbers in a module left in train mode.
+    """
+    params = inspect.signature(module.forward).parameters.values()
+    if not any(p.name == "input_ids" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise TypeError(
+            f"{name} must be a causal LM (e.g. AutoModelForCausalLM) whose forward takes input_ids and returns "
+            f"logits; got {type(module).__name__} with forward{inspect.signature(module.forward)}"
+        )
 
 
 def load_tokenizer(tokenizer, model_spec):
     """The tokenizer given, or the one saved next to the model (its path or ``name_or_path``)."""
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        if not (callable(tokenizer) and hasattr(tokenizer, "decode") and hasattr(tokenizer, "__len__")):
+            raise TypeError(
+                "tokenizer must be a tokenizer (e.g. AutoTokenizer.from_pretrained(...): callable on text, with "
+                f"decode() and len()), its name or path, or None for the one saved with the model; got {_got(tokenizer)}"
+            )
         return tokenizer
     from transformers import AutoTokenizer
 
@@ -84,6 +219,42 @@ def max_positions(model: torch.nn.Module) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def check_fit(model: torch.nn.Module, tokenizer, vocab_size: int, max_prompt_tokens: int, max_new_tokens: int) -> None:
+    """The episode fits the model's positions and the tokenizer's ids fit its ``vocab_size`` logits."""
+    n_pos, seq_len = max_positions(model), max_prompt_tokens + max_new_tokens
+    if n_pos is not None and seq_len > n_pos:
+        raise ValueError(
+            f"max_prompt_tokens + max_new_tokens = {max_prompt_tokens} + {max_new_tokens} = {seq_len} "
+            f"exceeds the model's context of {n_pos} positions"
+        )
+    n_tok = len(tokenizer)
+    if n_tok > vocab_size:
+        raise ValueError(
+            f"the tokenizer has {n_tok} tokens but the model only produces {vocab_size} logits; "
+            f"they do not belong together (token ids >= {vocab_size} would have no action)"
+        )
+
+
+def special_ids(tokenizer, model: torch.nn.Module, vocab_size: int, stop_at_eos: bool) -> tuple[int, int]:
+    """(eos id, pad id): the tokenizer's, else the model config's EOS; -1 when there is none (and none is needed)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+    if eos is None and stop_at_eos:
+        raise ValueError(
+            "no EOS token: the tokenizer has no eos_token and the model config has no eos_token_id. "
+            "Set tokenizer.eos_token, or pass stop_at_eos=False to generate max_new_tokens every episode"
+        )
+    if eos is not None and not 0 <= int(eos) < vocab_size:
+        raise ValueError(f"eos token id {eos} is outside the model's vocabulary [0, {vocab_size})")
+    pad = tokenizer.pad_token_id
+    if pad is None:  # padding positions are masked out, any in-vocabulary id will do
+        pad = eos if eos is not None else 0
+    return (-1 if eos is None else int(eos)), int(pad)
 
 
 def load_prompts(prompts) -> list[str]:
@@ -138,3 +309,74 @@ def _prompts_from_path(path: Path) -> list[str]:
 
         return load_prompts(datasets.load_dataset(suffix[1:], data_files=str(path), split="train"))
     raise ValueError(f"don't know how to read prompts from {str(path)!r}; use .txt, .json, .jsonl, .csv, .parquet or a dataset dir")
+
+
+class PromptEncoder:
+    """A prompt (text, or a list of token ids) -> (token ids, text), truncated from the left to ``max_tokens``.
+
+    Text prompts are tokenized with the tokenizer's special tokens (e.g. the BOS the model was fine-tuned
+    after) and only once: they come from a fixed list and recur every few episodes, and tokenizing each
+    reset row again cost ~7% of a rollout step (benchmarks/bench_textgen.py).
+    """
+
+    def __init__(self, tokenizer, vocab_size: int, max_tokens: int) -> None:
+        self.tokenizer, self.vocab_size, self.max_tokens = tokenizer, vocab_size, max_tokens
+        self.memo: dict[str, tuple[int, ...]] = {}  # text -> token ids
+
+    def __call__(self, prompt) -> tuple[list[int], str]:
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError(f"empty prompt {prompt!r}: a prompt needs at least one token")
+            ids, text = self._tokenize(prompt), prompt
+        else:
+            ids, text = prompt_token_ids(prompt, self.vocab_size), None
+        if not ids:
+            raise ValueError(f"prompt {short(prompt)} has no tokens")
+        if len(ids) > self.max_tokens:
+            # Keep the end (what comes next depends on it most) and a leading BOS the model was trained with.
+            bos = self.tokenizer.bos_token_id
+            keep_bos = bos is not None and ids[0] == bos and self.max_tokens > 1
+            tail = self.max_tokens - int(keep_bos)
+            warnings.warn(
+                f"prompt of {len(ids)} tokens is longer than max_prompt_tokens={self.max_tokens}; "
+                f"keeping its last {tail} tokens" + (" after the BOS token" if keep_bos else ""),
+                stacklevel=3,
+            )
+            ids, text = ([bos] if keep_bos else []) + ids[-tail:], None
+        if text is None:
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return ids, text
+
+    def _tokenize(self, text: str) -> list[int]:
+        ids = self.memo.get(text)
+        if ids is None:
+            if len(self.memo) >= 100_000:  # bound the memory for endless streams of distinct prompts
+                self.memo.clear()
+            ids = self.memo[text] = tuple(self.tokenizer(text)["input_ids"])
+        return list(ids)
+
+
+def prompt_token_ids(prompt, vocab_size: int) -> list[int]:
+    """A prompt given as token ids (list, tuple, 1-D integer array or tensor) -> a list of ints in [0, vocab_size).
+
+    Bytes, floats, bools and strings are refused rather than read as ids (``b"The"`` would be [84, 104, 101]).
+    """
+    expected = f"a prompt must be a str or a list of int token ids in [0, {vocab_size})"
+    if isinstance(prompt, np.ndarray) or torch.is_tensor(prompt):
+        integer = np.issubdtype(prompt.dtype, np.integer) if isinstance(prompt, np.ndarray) else not (
+            prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool)
+        if prompt.ndim != 1 or not integer:
+            raise TypeError(f"{expected}, got a {prompt.dtype} array of shape {tuple(prompt.shape)}")
+        prompt = prompt.tolist()
+    if isinstance(prompt, (bytes, bytearray)):
+        raise TypeError(f"{expected}, got bytes {short(prompt)}: decode it to str first")
+    if not isinstance(prompt, Sequence) or isinstance(prompt, str):
+        raise TypeError(f"{expected}, got {_got(prompt)}")
+    for t in prompt:
+        if not is_int(t):
+            raise TypeError(f"{expected}, got {short(prompt)}, which holds {_got(t)}")
+    ids = [int(t) for t in prompt]
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+    return ids

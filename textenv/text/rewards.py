@@ -14,17 +14,21 @@ A spec is one of:
 When the model's config carries ``reward_mean`` and ``reward_std`` (written when the reward model was
 trained) and ``normalize=True``, scores are ``(raw - reward_mean) / reward_std``.
 
-Every RewardFn made here checks what it returns: one finite float per sample, or a ValueError that says
-which sample (index and text) or which shape was wrong.
+Every RewardFn made here checks what it returns: one finite real number per sample, or an error that
+names the reward function and says which sample (index and text), shape or type was wrong. An exception
+the function raises itself becomes a RuntimeError that names the function (the original is its cause).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from textenv.text.loading import is_int, short
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]
 
@@ -75,30 +79,57 @@ def make_reward_fn(
 
 
 class CheckedReward:
-    """Wraps a RewardFn so its output is always a finite float64 array of shape (B,)."""
+    """Wraps a RewardFn so its output is always a finite float64 array of shape (B,).
+
+    Anything else is an error that names the reward function and what it returned; an exception the
+    function raises itself comes out as a RuntimeError that names it (the original is its ``__cause__``).
+    """
 
     def __init__(self, fn: RewardFn) -> None:
         self.fn = fn
+        self.name = getattr(fn, "name", None) or getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         prompts, completions = list(prompts), list(completions)
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-        raw = self.fn(prompts, completions)
-        if torch.is_tensor(raw):
-            raw = raw.detach().float().cpu().numpy()
-        scores = np.asarray(raw, dtype=np.float64)
-        batch = len(completions)
-        if scores.shape != (batch,):
-            raise ValueError(
-                f"reward function returned shape {scores.shape}; expected ({batch},): one score per (prompt, completion)"
-            )
+        try:
+            raw = self.fn(prompts, completions)
+        except Exception as e:  # the user's code: say whose error it is
+            raise RuntimeError(f"the reward function {self.name} raised {type(e).__name__}: {e}") from e
+        scores = self._as_scores(raw, len(completions))
         bad = np.flatnonzero(~np.isfinite(scores))
         if len(bad):
             i = int(bad[0])
             raise ValueError(
-                f"reward function returned {scores[i]} for sample {i} (prompt={prompts[i]!r}, completion={completions[i]!r}); "
-                f"scores must be finite ({len(bad)} non-finite in this batch of {batch})"
+                f"the reward function {self.name} returned {scores[i]} for sample {i} (prompt={prompts[i]!r}, "
+                f"completion={completions[i]!r}); scores must be finite ({len(bad)} non-finite in this batch of {len(scores)})"
+            )
+        return scores
+
+    def _as_scores(self, raw, batch: int) -> np.ndarray:
+        """``raw`` -> float64 ``(batch,)``, refusing what is not real numbers (strings, None, complex, bool)."""
+        expected = f"expected {batch} real numbers (int or float), one per (prompt, completion)"
+        if torch.is_tensor(raw):
+            if raw.is_complex() or raw.dtype == torch.bool:
+                raise TypeError(f"the reward function {self.name} returned a {raw.dtype} tensor; {expected}")
+            raw = raw.detach().float().cpu().numpy()
+        try:
+            kinds = np.asarray(raw)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise ValueError(f"the reward function {self.name} returned {short(raw)}, not an array ({e}); {expected}") from None
+        if kinds.dtype == object:
+            bad = [f"holding {type(x).__name__} {short(x)}" for x in kinds.ravel()
+                   if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real)]
+        else:
+            bad = [] if kinds.dtype.kind in "iuf" else [f"of dtype {kinds.dtype}"]
+        if bad:
+            raise TypeError(f"the reward function {self.name} returned {short(raw)} ({bad[0]}); {expected}")
+        scores = np.asarray(raw, dtype=np.float64)
+        if scores.shape != (batch,):
+            raise ValueError(
+                f"the reward function {self.name} returned shape {scores.shape}; expected ({batch},): "
+                f"one score per (prompt, completion)"
             )
         return scores
 
@@ -110,6 +141,8 @@ class ModelReward:
                  batch_size: int = 64) -> None:
         config = model.config
         num_labels = int(getattr(config, "num_labels", 1))
+        if label is not None and not isinstance(label, str) and not is_int(label):
+            raise TypeError(f"reward_label must be None, a label index (int) or a label name (str), got {short(label)}")
         if isinstance(label, str):
             label2id = getattr(config, "label2id", None) or {}
             if label not in label2id:
@@ -124,7 +157,9 @@ class ModelReward:
             label = 0
         if not 0 <= label < num_labels:
             raise ValueError(f"label={label} is out of range for a reward model with {num_labels} labels")
-        self.model, self.tokenizer, self.label, self.batch_size = model, tokenizer, label, batch_size
+        self.model, self.tokenizer, self.label, self.batch_size = model, tokenizer, int(label), batch_size
+        source = getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "")
+        self.name = f"ModelReward({source or type(model).__name__})"  # how errors name this reward
         params = list(model.parameters())
         self.device = params[0].device if params else torch.device("cpu")
 

@@ -18,12 +18,18 @@ from dataclasses import dataclass
 import torch
 
 
+MIN_TEMPERATURE = 1e-4
+"""The lowest temperature. Logits are divided by it in float32: at 1e-40 logits of ~10 become 1e41 > 3.4e38,
+inf, and log_softmax gives NaN. At 1e-4 they stay near 1e5 and sampling is already greedy for any gap
+between two logits above ~1e-3, so nothing lower is needed."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How next-token logits become the sampling distribution."""
 
     temperature: float = 1.0
-    """Logits are divided by this (> 0). Applied to the policy and the reference alike."""
+    """Logits are divided by this (>= MIN_TEMPERATURE = 1e-4). Applied to the policy and the reference alike."""
     top_k: int = 0
     """Keep only the k most likely tokens (0: keep all). Policy only."""
     top_p: float = 1.0
@@ -32,8 +38,11 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
             raise TypeError(f"temperature must be a number, got {type(self.temperature).__name__}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= MIN_TEMPERATURE):
+            raise ValueError(
+                f"temperature must be a finite number > 0 and at least {MIN_TEMPERATURE:g} (lower ones overflow the "
+                f"float32 logits / temperature to inf and the log-probabilities to NaN), got {self.temperature}"
+            )
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
             raise TypeError(f"top_k must be an int (0 disables it), got {type(self.top_k).__name__}")
         if self.top_k < 0:
@@ -82,3 +91,19 @@ class SamplingConfig:
         """
         probs = torch.softmax(self.process(logits), dim=-1)  # (N, V)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def check_logits(logits: torch.Tensor, shape: tuple, who: str) -> None:
+    """Refuse next-token logits that are no distribution: a wrong shape, NaN, +inf, or a row with no finite
+    entry. ``-inf`` alone is fine: it rules a token out (top-k does the same)."""
+    if tuple(logits.shape) != tuple(shape):
+        raise ValueError(f"{who} returned logits of shape {tuple(logits.shape)}; expected {tuple(shape)}")
+    finite = torch.isfinite(logits)
+    ok = (finite | torch.isneginf(logits)).all(-1) & finite.any(-1)  # (N,)
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0])
+        first = [round(float(x), 4) for x in logits[i, :6]]
+        raise ValueError(
+            f"{who} returned unusable next-token logits in row {i} (NaN, +inf or no finite entry; the first are {first}): "
+            f"there is no distribution to score the action with, so the step was not taken"
+        )

@@ -13,6 +13,7 @@ the new episode's reset info. ``reset(seed=s)`` seeds row ``i`` like a single en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -22,15 +23,22 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from textenv.text.core import StepParts, TextGenCore
-from textenv.text.env import TextGenEnv, observation_space
+from textenv.text.env import TextGenEnv, observation_space, rollback_rngs
+from textenv.text.loading import check_options, check_row_seeds, short
 
 
 class TextGenVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` TextGen episodes in one batch. Takes ``TextGenEnv``'s arguments; see its docstring.
 
-    Reset options: ``{"prompt": p}`` (every reset row starts from ``p``), ``{"prompts": [p_0, ..., p_N-1]}``
-    (one per row), and Gymnasium's ``{"reset_mask": bool array (N,)}`` to reset only some rows.
+    Reset options: ``{"prompt": p}`` (every reset row starts from ``p``) or ``{"prompts": [p_0, ..., p_N-1]}``
+    (a list of one per row, not a bare string; the entries of rows that are not reset are not read), and
+    Gymnasium's ``{"reset_mask": bool array (N,)}`` to reset only some rows. ``seed``: None, an int >= 0
+    (row ``i`` gets ``seed + i``) or a list of N entries, each None or an int >= 0. ``num_envs`` is at most
+    ``loading.MAX_NUM_ENVS`` (65,536). Like the single env, every call is all or nothing: it raises before
+    any row changes.
     """
+
+    OPTIONS = ("prompt", "prompts", "reset_mask")
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -70,36 +78,33 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
     # -- Gymnasium vector API ---------------------------------------------------------------------------
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
-        n = self.num_envs
-        seeds = [None] * n if seed is None else [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
-        if len(seeds) != n:
-            raise ValueError(f"reset(seed=[...]) needs {n} seeds (one per row), got {len(seeds)}")
-        options = dict(options or {})
-        reset_mask = options.pop("reset_mask", None)
-        if reset_mask is None:
-            rows = np.arange(n)
-        else:
-            reset_mask = np.asarray(reset_mask)
-            if reset_mask.shape != (n,) or reset_mask.dtype != np.bool_ or not reset_mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},) with at least one True")
-            rows = np.flatnonzero(reset_mask)
-        if options.get("prompts") is not None and len(options["prompts"]) != n:
-            raise ValueError(f"options['prompts'] needs {n} prompts (one per row), got {len(options['prompts'])}")
-        for i in rows:
-            if seeds[i] is not None or self._rngs[i] is None:
-                self._rngs[i], self._seeds[i] = seeding.np_random(seeds[i])
-
-        prompts = [self._prompt_for(i, options) for i in rows]
-        info = self._masked({"prompt": self._per_row(rows, self.core.reset_rows(rows, prompts))}, rows)
+        # All or nothing: seeds, options and prompts are checked, and new generators made, before a row changes.
+        seeds = check_row_seeds(seed, self.num_envs)
+        options = check_options(options, self.OPTIONS)
+        rows = self._rows_to_reset(options.get("reset_mask"))
+        encoded = {i: self.core.encode_prompt(p) for i, p in self._given_prompts(options, rows).items()}
+        fresh = {i: seeding.np_random(seeds[i]) for i in rows if seeds[i] is not None or self._rngs[i] is None}
+        draw = [i for i in rows if i not in encoded]
+        rngs = {i: fresh[i][0] if i in fresh else self._rngs[i] for i in draw}
+        with rollback_rngs([rngs[i] for i in draw if i not in fresh]):
+            for i in draw:
+                encoded[i] = self.core.encode_prompt(self.core.sample_prompt(rngs[i]))
+        for i, (rng, row_seed) in fresh.items():
+            self._rngs[i], self._seeds[i] = rng, row_seed
+        texts = self.core.start_rows(rows, [encoded[i] for i in rows])
+        info = self._masked({"prompt": self._per_row(rows, texts)}, rows)
         if self.render_mode == "human":
             self.render()
         return self.core.observe(), info
 
     def step(self, actions):
-        parts = self.core.step(actions)
-        done = parts.terminated | parts.truncated
+        # Everything is computed and checked (the step, then the prompts of the rows that restart) before committing.
+        parts, after = self.core.prepare_step(actions)
+        done = after.done
         rows = np.flatnonzero(done)
         live = np.flatnonzero(~done)
+        restart = self._draw_prompts(rows)
+        self.core.commit(after)
         info = {}
         if len(rows):
             final_obs = np.full(self.num_envs, None, dtype=object)
@@ -110,7 +115,7 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
             info["final_info"], info["_final_info"] = self._step_info(parts, rows, final=True), done.copy()
         info.update(self._step_info(parts, live, final=False))
         if len(rows):
-            texts = self.core.reset_rows(rows, [self.core.sample_prompt(self._rng(i)) for i in rows])
+            texts = self.core.start_rows(rows, restart)
             info = self._masked({"prompt": self._per_row(rows, texts)}, rows, into=info)
         if self.render_mode == "human":
             self.render()
@@ -139,12 +144,40 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
             out[i] = v
         return out
 
-    def _prompt_for(self, i: int, options: dict):
-        if options.get("prompts") is not None:
-            return options["prompts"][i]
-        if options.get("prompt") is not None:
-            return options["prompt"]
-        return self.core.sample_prompt(self._rng(i))
+    def _rows_to_reset(self, reset_mask) -> np.ndarray:
+        n = self.num_envs
+        if reset_mask is None:
+            return np.arange(n)
+        try:
+            mask = np.asarray(reset_mask)
+        except (TypeError, ValueError):  # ragged
+            mask = None
+        if mask is None or mask.shape != (n,) or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({n},) with at least one True, got {short(reset_mask)}"
+            )
+        return np.flatnonzero(mask)
+
+    def _given_prompts(self, options: dict, rows: np.ndarray) -> dict:
+        """``{row: prompt}`` from ``options["prompts"]`` or ``options["prompt"]``; empty when prompts are drawn."""
+        n, prompts, prompt = self.num_envs, options.get("prompts"), options.get("prompt")
+        if prompts is not None and prompt is not None:
+            raise ValueError("options['prompt'] (one prompt for every reset row) and options['prompts'] (one per row) "
+                             "were both given; pass one of them")
+        if prompts is None:
+            return {} if prompt is None else {int(i): prompt for i in rows}
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Sequence, np.ndarray)):
+            raise TypeError(f"options['prompts'] must be a list of {n} prompts (one per row, each a str or a list of "
+                            f"token ids), got {type(prompts).__name__} {short(prompts)}")
+        if len(prompts) != n:
+            raise ValueError(f"options['prompts'] needs {n} prompts (one per row), got {len(prompts)}")
+        return {int(i): prompts[i] for i in rows}
+
+    def _draw_prompts(self, rows: np.ndarray) -> list:
+        """Encoded prompts for the rows that restart, drawn in row order; the draws are undone if one fails."""
+        rngs = [self._rng(i) for i in rows]
+        with rollback_rngs(rngs):
+            return [self.core.encode_prompt(self.core.sample_prompt(rng)) for rng in rngs]
 
     def _step_info(self, parts: StepParts, rows: np.ndarray, final: bool) -> dict:
         """Vector info of the step parts for ``rows`` (per-step keys; the ending keys too when ``final``)."""
