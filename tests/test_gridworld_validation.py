@@ -129,18 +129,18 @@ def test_partial_reset_mask_before_the_first_reset():
 @pytest.mark.parametrize(
     "seed, error, message",
     [
-        ([0, "a", 2, 3], TypeError, r"seed\[1\] must be an integer >= 0, got str 'a'"),
-        ([0, 1, 2.0, 3], TypeError, r"seed\[2\] must be an integer >= 0, got float 2.0"),
-        ([0, 1, 2, -3], ValueError, r"seed\[3\] must be an integer >= 0, got -3"),
+        ([0, "a", 2, 3], TypeError, r"seed\[1\] must be None or an int >= 0, got str 'a'"),
+        ([0, 1, 2.0, 3], TypeError, r"seed\[2\] must be None or an int >= 0, got float 2.0"),
+        ([0, 1, 2, -3], ValueError, r"seed\[3\] must be None or an int >= 0, got -3"),
         ([True, 1, 2, 3], TypeError, r"seed\[0\] .* got bool True"),
-        ("abcd", TypeError, r"seed must be None, an int >= 0, or a sequence of 4 ints >= 0 or None, got str"),
+        ("abcd", TypeError, r"seed must be None, an int >= 0 or a list of 4 per-row seeds .*got str"),
         (b"abcd", TypeError, "got bytes"),
-        (True, TypeError, "seed must be an integer >= 0, got bool True"),
+        (True, TypeError, r"seed must be None, an int >= 0 or a list of 4 per-row seeds .*got bool True"),
         (1.0, TypeError, "got float 1.0"),
-        (-1, ValueError, "seed must be an integer >= 0, got -1"),
-        ([0, 1], ValueError, "got a list of length 2"),
+        (-1, ValueError, "seed must be None or an int >= 0, got -1"),
+        ([0, 1], ValueError, r"needs 4 seeds \(one per row\), got 2"),
         (np.zeros((2, 2), dtype=int), TypeError, "got ndarray"),
-        (np.arange(4.0), TypeError, r"seed\[0\] .* got float64"),
+        (np.arange(4.0), TypeError, r"seed\[0\] .* got float 0.0"),
         ({"a": 1}, TypeError, "got dict"),
     ],
 )
@@ -173,7 +173,7 @@ def test_numpy_integer_seeds_are_ints():
 @pytest.mark.parametrize(
     "seed, error, message",
     [
-        ("a", TypeError, "seed must be an integer >= 0, got str 'a'"),
+        ("a", TypeError, "seed must be None or an int >= 0, got str 'a'"),
         (1.0, TypeError, "got float 1.0"),
         (np.float64(2), TypeError, "got float64"),
         (True, TypeError, "got bool True"),
@@ -198,10 +198,10 @@ def test_bad_single_seed_raises_and_changes_nothing(seed, error, message):
 @pytest.mark.parametrize(
     "cell_px, error, message",
     [
-        (True, TypeError, r"cell_px must be an integer in \[2, 256\], got bool True"),
+        (True, TypeError, r"cell_px must be an int in \[2, 256\], got bool True"),
         (8.0, TypeError, "got float 8.0"),
         ("32", TypeError, "got str '32'"),
-        (0, ValueError, r"cell_px must be an integer in \[2, 256\], got 0"),
+        (0, ValueError, r"cell_px must be an int in \[2, 256\], got 0"),
         (1, ValueError, "got 1"),
         (10**6, ValueError, "got 1000000"),
     ],
@@ -223,14 +223,14 @@ def test_numpy_integer_cell_px():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"max_episode_steps": True}, TypeError, "max_episode_steps must be a positive integer, got bool True"),
+        ({"max_episode_steps": True}, TypeError, "max_episode_steps must be an int >= 1, got bool True"),
         ({"max_episode_steps": 5.0}, TypeError, "got float 5.0"),
-        ({"max_episode_steps": 0}, ValueError, "max_episode_steps must be a positive integer, got 0"),
-        ({"num_envs": True}, TypeError, "num_envs must be a positive integer <= 16777216, got bool True"),
+        ({"max_episode_steps": 0}, ValueError, "max_episode_steps must be an int >= 1, got 0"),
+        ({"num_envs": True}, TypeError, "num_envs must be an int in \\[1, 16777216\\], got bool True"),
         ({"num_envs": 2.0}, TypeError, "got float 2.0"),
         ({"num_envs": "4"}, TypeError, "got str '4'"),
         ({"num_envs": 0}, ValueError, "got 0"),
-        ({"num_envs": 10**12}, ValueError, "num_envs must be a positive integer <= 16777216, got 1000000000000"),
+        ({"num_envs": 10**12}, ValueError, "num_envs must be an int in \\[1, 16777216\\], got 1000000000000"),
         ({"slip_prob": True}, TypeError, "slip_prob must be a number in"),
         ({"slip_prob": 10**400}, ValueError, r"slip_prob must be in \[0, 1\]"),
         ({"rewards": {"meat": "lots"}}, TypeError, "Rewards.meat must be a finite number, got str"),
@@ -245,7 +245,7 @@ def test_bad_counts_and_numbers(kwargs, error, message):
 
 
 def test_bad_counts_through_make_vec():
-    with pytest.raises(TypeError, match="max_episode_steps must be a positive integer, got bool True"):
+    with pytest.raises(TypeError, match="max_episode_steps must be an int >= 1, got bool True"):
         gym.make_vec("GridWorld-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=True)
     assert MAX_NUM_ENVS >= 4096 and GridWorldVectorEnv(num_envs=np.int64(3)).num_envs == 3
 
@@ -314,11 +314,11 @@ def test_bad_single_action_changes_nothing(action):
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ("abc", TypeError, "options must be None or a dict, got str 'abc'"),
+        ("abc", TypeError, "options must be None or .*, got str 'abc'"),
         (["prompt"], TypeError, r"got list \['prompt'\]"),
         (3, TypeError, "got int 3"),
-        ({"prompt": "hi"}, ValueError, r"options has unknown keys \['prompt'\]; expected only \['reset_mask'\]"),
-        ({1: 2}, ValueError, r"unknown keys \[1\]"),
+        ({"prompt": "hi"}, ValueError, r"unknown reset option 'prompt'; the known options are \['reset_mask'\]"),
+        ({1: 2}, ValueError, "unknown reset option 1;"),
     ],
 )
 def test_bad_vector_options(options, error, message):
@@ -332,10 +332,10 @@ def test_bad_vector_options(options, error, message):
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ("abc", TypeError, "options must be None or a dict, got str 'abc'"),
+        ("abc", TypeError, "options must be None or .*, got str 'abc'"),
         (["prompt"], TypeError, "got list"),
-        ({"prompt": "hi"}, ValueError, r"unknown keys \['prompt'\]; expected no options \(None or \{\}\)"),
-        ({"reset_mask": np.ones(1, dtype=bool)}, ValueError, r"unknown keys \['reset_mask'\]"),
+        ({"prompt": "hi"}, ValueError, r"unknown reset option 'prompt'; this env takes none \(options=None or \{\}\)"),
+        ({"reset_mask": np.ones(1, dtype=bool)}, ValueError, "unknown reset option 'reset_mask'"),
     ],
 )
 def test_bad_single_options(options, error, message):

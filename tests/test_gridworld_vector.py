@@ -108,7 +108,7 @@ def test_bad_actions():
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="num_envs must be a positive integer"):
+    with pytest.raises(ValueError, match="num_envs must be an int in"):
         GridWorldVectorEnv(num_envs=0)
     with pytest.raises(ValueError, match=r"slip_prob must be in \[0, 1\]"):
         GridWorldVectorEnv(num_envs=2, slip_prob=2.0)

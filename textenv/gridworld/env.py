@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from textenv.checks import check_int, check_options, check_seed
 from textenv.gridworld import dynamics
 from textenv.gridworld.dynamics import Rewards
 from textenv.gridworld.layout import Layout, as_layout
@@ -174,46 +174,9 @@ class GridWorldEnv(gym.Env[int, int]):
 MIN_CELL_PX, MAX_CELL_PX = 2, 256  # below 2 a cell is all grid line; above 256 a 5x5 frame is 20 MB
 
 
-def show(value: Any) -> str:
-    """The type and a bounded repr of a bad argument, for error messages."""
-    return f"{type(value).__name__} {reprlib.repr(value)}"
-
-
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """Return value as a Python int in [low, high], accepting numpy integers but not bools."""
-    if high is None:
-        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
-    else:
-        expected = f"a positive integer <= {high}" if low == 1 else f"an integer in [{low}, {high}]"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be {expected}, got {show(value)}.")
-    value = int(value)  # numpy integers would overflow in later arithmetic (seed + i, % 2**64)
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {expected}, got {reprlib.repr(value)}.")
-    return value
-
-
-def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """Return a reset seed as a non-negative Python int, or None."""
-    return None if seed is None else check_int(name, seed, low=0)
-
-
 def check_cell_px(cell_px: Any) -> int:
     """Validate the rgb_array cell size at construction rather than at the first render."""
     return check_int("cell_px", cell_px, low=MIN_CELL_PX, high=MAX_CELL_PX)
-
-
-def check_options(options: Any, known: Sequence[str]) -> Mapping:
-    """Return the reset options as a mapping ({} for None), refusing keys the env does not know."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError(f"options must be None or a dict, got {show(options)}.")
-    unknown = [key for key in options if key not in known]
-    if unknown:
-        expected = f"only {list(known)}" if known else "no options (None or {})"
-        raise ValueError(f"options has unknown keys {reprlib.repr(unknown)}; expected {expected}.")
-    return options
 
 
 def check_action(action: Any) -> int:

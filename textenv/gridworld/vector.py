@@ -11,9 +11,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from textenv.checks import check_int, check_options, check_row_seeds, describe
 from textenv.gridworld import dynamics
 from textenv.gridworld.dynamics import Rewards
-from textenv.gridworld.env import check_cell_px, check_int, check_options, check_seed, show
+from textenv.gridworld.env import check_cell_px
 from textenv.gridworld.layout import Layout, as_layout
 from textenv.gridworld.render import RENDER_MODES, check_render_mode, render_frame
 
@@ -91,7 +92,7 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         # Validate everything before changing anything, so a refused reset leaves every copy as it was.
-        seeds = self._per_copy_seeds(seed)
+        seeds = check_row_seeds(seed, self.num_envs)  # all checked before any copy is reseeded
         mask = self._reset_mask(options)  # (N,) bool
         # An int seed also reseeds np_random (which draws the keys of never-seeded copies), as VectorEnv does.
         super().reset(seed=seeds[0] if isinstance(seed, (int, np.integer)) else None)
@@ -153,22 +154,6 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         """The cats' rows and columns for a batch of observations."""
         return np.divmod(np.asarray(obs), self.layout.cols)
 
-    def _per_copy_seeds(self, seed: Any) -> list[int | None]:
-        """Each copy's seed (ints or None), all checked before any copy is reseeded."""
-        # SyncVectorEnv's convention: an int s seeds copy i with s + i; a list gives each copy its own.
-        expected = f"None, an int >= 0, or a sequence of {self.num_envs} ints >= 0 or None"
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer, bool, np.bool_)):
-            first = check_seed(seed)
-            return [first + i for i in range(self.num_envs)]
-        is_sequence = isinstance(seed, Sequence) and not isinstance(seed, (str, bytes, bytearray))
-        if not (is_sequence or (isinstance(seed, np.ndarray) and seed.ndim == 1)):
-            raise TypeError(f"seed must be {expected}, got {show(seed)}.")
-        if len(seed) != self.num_envs:
-            raise ValueError(f"seed must be {expected}, got a {type(seed).__name__} of length {len(seed)}.")
-        return [check_seed(s, name=f"seed[{i}]") for i, s in enumerate(seed)]
-
     def _reset_mask(self, options: Any) -> np.ndarray:
         """Which copies reset: options["reset_mask"] checked as SyncVectorEnv checks it, else all."""
         options = check_options(options, known=("reset_mask",))
@@ -178,7 +163,7 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         expected = f"a numpy bool array of shape ({self.num_envs},)"
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
             dtype = f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""
-            raise TypeError(f"options['reset_mask'] must be {expected}, got {show(mask)}{dtype}.")
+            raise TypeError(f"options['reset_mask'] must be {expected}, got {describe(mask)}{dtype}.")
         if mask.shape != (self.num_envs,):
             raise ValueError(f"options['reset_mask'] must be {expected}, got shape {mask.shape}.")
         if not mask.any():
@@ -195,7 +180,7 @@ class GridWorldVectorEnv(gym.vector.VectorEnv):
         try:
             array = np.asarray(actions)
         except (TypeError, ValueError, OverflowError) as err:  # ragged nesting, odd objects
-            raise ValueError(f"actions must be {expected}, got {show(actions)}, which is not one array.") from err
+            raise ValueError(f"actions must be {expected}, got {describe(actions)}, which is not one array.") from err
         if array.shape != (self.num_envs,) or array.dtype.kind not in "iu":
             # Floats, bools and strings are refused rather than cast: 1.7 or True is not a direction.
             raise ValueError(f"actions must be {expected}, got dtype {array.dtype} and shape {array.shape}.")

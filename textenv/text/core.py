@@ -21,23 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from textenv.checks import check_flag, check_int, check_real, short
 from textenv.text.decoding import IncrementalLM
 from textenv.text.kl import ESTIMATORS, kl_penalty
 from textenv.text.loading import (
-    PromptEncoder,
-    check_causal_lm,
-    check_fit,
-    check_flag,
-    check_int,
-    check_real,
-    check_sizes,
-    load_causal_lm,
-    load_prompts,
-    load_tokenizer,
-    output_vocab_size,
-    resolve_device,
-    short,
-    special_ids,
+    PromptEncoder, check_causal_lm, check_fit, check_sizes, load_causal_lm, load_prompts, load_tokenizer,
+    output_vocab_size, resolve_device, special_ids,
 )
 from textenv.text.rewards import make_reward_fn
 from textenv.text.sampling import SamplingConfig, check_logits

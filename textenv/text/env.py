@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from textenv.checks import check_options, check_seed, short
 from textenv.text.core import TextGenCore
-from textenv.text.loading import check_options, check_seed, short
 
 
 @contextmanager

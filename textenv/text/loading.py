@@ -1,102 +1,20 @@
 """Turning the env's arguments (names, paths, modules, prompt sources) into models, tokenizers and prompts,
-and the checks every plain argument (numbers, flags, seeds, reset options) passes before anything changes.
-
-The checks are strict on purpose: ``"0.1"``, ``True`` or ``b"text"`` are not silently read as a number, a
-flag or token ids, and each error names the argument, what it got and what was expected.
+with the checks that are particular to text (sizes, models, prompts); the plain ones are in textenv.checks.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def short(value, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters (error messages must stay readable for huge inputs)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _got(value) -> str:
-    return f"{type(value).__name__} {short(value)}"
-
-
-def is_int(value) -> bool:
-    """A Python or numpy integer, and not a bool (``True`` is an int to Python, never a count or an id here)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_int(name: str, value, low: int = 1) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int >= {low}, got {_got(value)}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def check_real(name: str, value, low: float | None = None, high: float | None = None, why: str = "") -> float:
-    """A finite int or float (numpy's too, not bool) in ``[low, high]``, as a Python float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number (int or float, not bool or str), got {_got(value)}")
-    number = float(value)
-    bounds = (f" >= {low:g}" if low is not None else "") + (f" and <= {high:g}" if high is not None else "")
-    if not (math.isfinite(number) and (low is None or number >= low) and (high is None or number <= high)):
-        raise ValueError(f"{name} must be a finite number{bounds}{why}, got {value!r}")
-    return number
-
-
-def check_flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):  # bool("False") is True: strings and numbers are refused
-        raise TypeError(f"{name} must be True or False, got {_got(value)}")
-    return bool(value)
-
-
-def check_seed(seed, name: str = "seed") -> int | None:
-    """``None`` or an int >= 0 (numpy integers too) -> ``None`` or a Python int (what Gymnasium's seeding takes)."""
-    if seed is None:
-        return None
-    if not is_int(seed):
-        raise TypeError(f"{name} must be None or an int >= 0, got {_got(seed)}")
-    if seed < 0:
-        raise ValueError(f"{name} must be None or an int >= 0, got {seed!r}")
-    return int(seed)
-
-
-def check_row_seeds(seed, n: int) -> list[int | None]:
-    """A vector env's ``reset(seed=...)`` -> one seed per row: ``s`` seeds row ``i`` with ``s + i``; a list gives
-    each row its own (None: keep drawing from the row's generator)."""
-    if isinstance(seed, np.ndarray) and seed.ndim == 1:
-        seed = seed.tolist()
-    if isinstance(seed, (list, tuple)):
-        if len(seed) != n:
-            raise ValueError(f"reset(seed=[...]) needs {n} seeds (one per row), got {len(seed)}")
-        return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
-    if seed is not None and not is_int(seed):
-        raise TypeError(
-            f"seed must be None, an int >= 0 or a list of {n} per-row seeds (each None or an int >= 0), got {_got(seed)}"
-        )
-    first = check_seed(seed)
-    return [None] * n if first is None else [first + i for i in range(n)]
-
-
-def check_options(options, known: tuple[str, ...]) -> dict:
-    """``reset(options=...)``: None or a mapping whose keys are all in ``known``; returns a dict copy."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError(f"options must be None or a dict with keys from {list(known)}, got {_got(options)}")
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        raise ValueError(f"unknown reset option {unknown[0]!r}; the known options are {list(known)}")
-    return dict(options)
+from textenv.checks import describe, is_int, short
 
 
 MAX_NUM_ENVS = 2**16
@@ -122,7 +40,7 @@ def check_sizes(num_envs: int, seq_len: int) -> None:
 def resolve_device(device: str | torch.device, module: torch.nn.Module | None = None) -> torch.device:
     """``"auto"``: the device of a model passed as a module, else CUDA when available, else CPU."""
     if not isinstance(device, (str, torch.device)):
-        raise TypeError(f'device must be "auto", a device name such as "cpu" or a torch.device, got {_got(device)}')
+        raise TypeError(f'device must be "auto", a device name such as "cpu" or a torch.device, got {describe(device)}')
     if device != "auto":
         try:
             return torch.device(device)
@@ -164,7 +82,7 @@ def load_causal_lm(spec, device: torch.device, name: str = "model") -> torch.nn.
 
         with quiet_loading():
             return AutoModelForCausalLM.from_pretrained(str(spec)).to(device).eval()
-    raise TypeError(f"{name} must be a causal LM: a name, a path or an nn.Module, got {_got(spec)}")
+    raise TypeError(f"{name} must be a causal LM: a name, a path or an nn.Module, got {describe(spec)}")
 
 
 def check_causal_lm(module: torch.nn.Module, name: str) -> None:
@@ -186,7 +104,7 @@ def load_tokenizer(tokenizer, model_spec):
         if not (callable(tokenizer) and hasattr(tokenizer, "decode") and hasattr(tokenizer, "__len__")):
             raise TypeError(
                 "tokenizer must be a tokenizer (e.g. AutoTokenizer.from_pretrained(...): callable on text, with "
-                f"decode() and len()), its name or path, or None for the one saved with the model; got {_got(tokenizer)}"
+                f"decode() and len()), its name or path, or None for the one saved with the model; got {describe(tokenizer)}"
             )
         return tokenizer
     from transformers import AutoTokenizer
@@ -371,10 +289,10 @@ def prompt_token_ids(prompt, vocab_size: int) -> list[int]:
     if isinstance(prompt, (bytes, bytearray)):
         raise TypeError(f"{expected}, got bytes {short(prompt)}: decode it to str first")
     if not isinstance(prompt, Sequence) or isinstance(prompt, str):
-        raise TypeError(f"{expected}, got {_got(prompt)}")
+        raise TypeError(f"{expected}, got {describe(prompt)}")
     for t in prompt:
         if not is_int(t):
-            raise TypeError(f"{expected}, got {short(prompt)}, which holds {_got(t)}")
+            raise TypeError(f"{expected}, got {short(prompt)}, which holds {describe(t)}")
     ids = [int(t) for t in prompt]
     bad = [t for t in ids if not 0 <= t < vocab_size]
     if bad:

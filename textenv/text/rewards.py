@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textenv.text.loading import is_int, short
+from textenv.checks import is_int, short
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]
 

@@ -22,9 +22,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from textenv.checks import check_options, check_row_seeds, short
 from textenv.text.core import StepParts, TextGenCore
 from textenv.text.env import TextGenEnv, observation_space, rollback_rngs
-from textenv.text.loading import check_options, check_row_seeds, short
 
 
 class TextGenVectorEnv(gym.vector.VectorEnv):
