@@ -383,9 +383,10 @@ def test_ppo_learn_with_a_log_dir_saves_on_ctrl_c_and_the_checkpoint_continues(t
             os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: handled, the iteration is already done
 
     agent = PPO(make_envs(), seed=0, n_steps=8, log_dir=str(tmp_path), progress_bar=False)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup, Python's default otherwise
     with pytest.raises(TrainingInterrupted, match=r"SIGINT at iteration 2; checkpoint saved to .*checkpoint\.pt"):
         agent.learn(10 * 8 * 4, callback=ctrl_c_at_iteration_2)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    assert signal.getsignal(signal.SIGINT) == handler_before  # the caller's handler is back
     resumed = PPO.load(tmp_path / "checkpoint.pt", env=make_envs())
     assert resumed.iteration == 2 and resumed.num_timesteps == agent.num_timesteps
     for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
