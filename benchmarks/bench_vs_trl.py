@@ -1,0 +1,523 @@
+"""Our RLHF PPO (agents.rlhf.train_rlhf) against TRL 0.11.4's classic PPOTrainer, on the same models and data.
+
+    python benchmarks/bench_vs_trl.py --mode speed                      # s / iteration, 5 interleaved rounds
+    python benchmarks/bench_vs_trl.py --mode speed --shapes b --rounds 3 --iterations 5
+    python benchmarks/bench_vs_trl.py --mode learn                      # gold at 1600 / 3200 responses, seeds 0-2
+    python benchmarks/bench_vs_trl.py --mode learn --responses 1600 3200 --seeds 0 1 2 --gold 0.73 --eval-every 800
+    python benchmarks/bench_vs_trl.py --mode speed --rounds 1 --iterations 1       # tiny: checks both sides run
+    python benchmarks/bench_vs_trl.py --mode learn --responses 64 --seeds 0 --eval-every 32 --eval-prompts 32
+
+TRL runs in its own virtualenv (``--venv``, default .bench-venvs/trl-0.11.4, built on first use with
+``pip install torch==2.13.0`` then trl==0.11.4 transformers==4.44.2 "numpy<2" pyarrow==18.1.0
+datasets==3.0.1 pandas==2.2.3 rich accelerate, reused after) as a subprocess, benchmarks/trl_worker.py,
+with HF_HUB_OFFLINE=1. It reads patched copies of the models (transformers 4.44 needs
+``"tokenizer_class": "PreTrainedTokenizerFast"`` in tokenizer_config.json; the shipped artifacts are never
+touched). Our side runs here, in this venv. Both use one torch thread, the CPU and AVX2-pinned kernels.
+
+--mode speed: seconds per PPO iteration at two identical shapes, in interleaved rounds (TRL, ours, TRL,
+ours, ...; the median over ``--rounds``), after ``--warmup`` untimed iterations per round:
+  (a) a random GPT-2 (4 layers x 256 wide, vocabulary 2048: the shipped word-level tokenizer padded with
+      dummy words) as policy / reference and a random GPT-2 classifier of that size as the reward model;
+      64 responses x (8 prompt + 16 new tokens), 4 epochs, minibatch 16;
+  (b) the shipped default task: 32 responses x (<= 12 prompt + 24 new tokens), 4 epochs, minibatch 8.
+  Responses are fixed-length here (ours: ``stop_at_eos=False``, a sampled EOS is one more token; TRL:
+  ``min_new_tokens``, EOS is masked out), so both sides generate and train on exactly B x T tokens per
+  iteration. Printed: s / iteration of each and ours / TRL, split in two halves that sum to it: the
+  update (ours: train_rlhf's ``update_s``; TRL: step's PPO epochs, ``time/ppo/optimize_step``) and the
+  rollout, everything else (ours: ``rollout_s``, sampling with the env's reference forward, KL and reward
+  model; TRL: generate, the reward model, and step's re-scoring forward of policy and reference, rewards,
+  advantages and stats, each also printed).
+--mode learn: both sides trained on the default task (stopping at EOS) at equal response budgets, with
+  the main job's settings (examples/rlhf_ppo.py: 32 x 24 tokens, 4 epochs x 4 minibatches, lr 3e-4,
+  beta 0.05 adaptive to 4 nats over 2000 responses). The policy is saved every ``--eval-every`` responses
+  and at each ``--responses``; afterwards every saved policy (TRL's loaded as a causal LM, value head
+  stripped) is scored HERE with agents.rlhf.evaluate on the held-out prompts and the gold judge: gold
+  (mean +/- std over seeds), KL per response to the SFT model, loop seconds, and the responses and
+  seconds each side took to first reach ``--gold``. The learning rate decays linearly to 0 over the
+  largest budget counted in responses on both sides (``--lr-schedule constant`` keeps it flat).
+
+Output: a table on stdout and outputs/bench_vs_trl/{speed,learn}.json (plus the saved policies of learn).
+
+What still differs between the two sides (a reader comparing the numbers must know):
+- Rollout shape in learn mode: TRL generates exactly ``batch_size`` responses per step and waits for the
+  longest row. Ours steps 32 rows x 24 tokens and a row that ends starts a new response at once, so one
+  iteration finishes about 80 responses with the SFT model (~8 tokens each; a response cut by the
+  rollout's end finishes in the next one). At equal responses ours therefore makes ~2.5x fewer, larger
+  updates, and its KL controller moves beta in fewer, larger steps (the same total per response). Budgets
+  count finished responses on both sides; ours stops at the first iteration past each budget (the JSON's
+  ``responses`` says how far past).
+- Advantages: TRL whitens them once over the whole batch; ours whitens per minibatch. TRL's value head
+  starts random (nn.Linear's default init), ours at zero. TRL's Adam has eps 1e-8, ours 1e-5. TRL skips a
+  minibatch whose mean ratio exceeds 10 (ratio_threshold). TRL's minibatches are shuffled responses; ours
+  are shuffled rows of the rollout (each several responses).
+- Log-probabilities: TRL re-scores every response with a full forward of policy and reference after
+  generating; ours takes them from the KV-cached forward that sampled the token (the env's KL shares it).
+  TRL's generate is called with the whole batch at once (``batch_size`` of ``PPOTrainer.generate``,
+  whose default is 4 per call), padded left; its step pads right (it passes no position ids).
+- KL: both pay -beta * (log pi - log pi_ref) per token (k1), add the score on the last token, and move beta
+  with the same proportional controller, fed the mean KL per response of the batch and its response count.
+- Same: gamma 1, lambda 0.95, clip 0.2 for the ratio and the value, vf_coef 0.5 on 1/2 (V - R)^2, gradient
+  norm clipped at 1, no entropy bonus, temperature 1, no top-k / top-p, the end of a response is terminal.
+- Evaluation runs the same code for both: our TextGen env samples one completion per held-out prompt with
+  the policy, the same seed, and the shipped SFT model as the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.lm import load_lm
+from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate, rlhf_ppo_config, train_rlhf
+from agents.utils import reproducible_cpu_kernels
+from textenv import default
+from textenv.text.loading import load_prompts
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "trl_worker.py"
+TORCH_PIN = "torch==2.13.0"  # first, from the local CPU wheel: an unpinned torch would pull CUDA wheels
+TRL_REQUIREMENTS = ("trl==0.11.4", "transformers==4.44.2", "numpy<2", "pyarrow==18.1.0", "datasets==3.0.1",
+                    "pandas==2.2.3", "rich", "accelerate")
+PACKAGES = ("torch", "trl", "transformers", "accelerate", "datasets", "numpy", "tokenizers", "pyarrow", "pandas")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One iteration's shape, identical on both sides."""
+
+    batch: int
+    """responses per iteration: TRL's batch_size, our num_envs"""
+    minibatch: int
+    """responses per minibatch: TRL's mini_batch_size, our num_envs / n_minibatches"""
+    epochs: int
+    """passes over each batch"""
+    max_new_tokens: int
+    """response length limit"""
+    max_prompt_tokens: int
+    """prompt budget (tokens, BOS included)"""
+
+
+SHAPES = {
+    "a": ("random GPT-2 4x256, vocab 2048",
+          Shape(batch=64, minibatch=16, epochs=4, max_new_tokens=16, max_prompt_tokens=8)),
+    "b": ("default task (shipped SFT + RM)",
+          Shape(batch=32, minibatch=8, epochs=4, max_new_tokens=24, max_prompt_tokens=12)),
+}
+LEARN_SHAPE = SHAPES["b"][1]  # the main job's: examples/rlhf_ppo.py
+
+
+@dataclass
+class Task:
+    """The same models and prompts, as each side reads them (TRL's are patched copies for transformers 4.44)."""
+
+    ours_model: str | None
+    ours_reward: str | None
+    ours_prompts: str | None
+    trl_model: str
+    trl_reward: str
+    trl_prompts: str
+
+
+@dataclass
+class FixedLengthEnv(TextEnvConfig):
+    """The task with responses that always run ``max_new_tokens`` tokens (EOS does not end them): speed mode."""
+
+    def env_kwargs(self) -> dict:
+        return {**super().env_kwargs(), "stop_at_eos": False}
+
+
+# ---------------------------------------------------------------------------------------------- the TRL venv
+VERSIONS = """
+import importlib.metadata, json, sys
+def version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+print(json.dumps({name: version(name) for name in sys.argv[1:]}))
+"""
+
+
+def venv_versions(python: Path) -> dict[str, str | None]:
+    """The versions of PACKAGES installed in a venv (None: not installed)."""
+    out = subprocess.run([str(python), "-c", VERSIONS, *PACKAGES], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def ensure_trl_venv(path: Path) -> tuple[Path, dict]:
+    """The TRL venv's python and its package versions; creates the venv and installs into it when needed."""
+    python = path / "bin" / "python"
+    if not python.exists():
+        print(f"creating the TRL virtualenv {path} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    versions = venv_versions(python)
+    if versions["trl"] != "0.11.4" or versions["transformers"] != "4.44.2" or versions["torch"] is None:
+        for requirements in ([TORCH_PIN], list(TRL_REQUIREMENTS)):
+            print(f"pip install {' '.join(requirements)} into {path} ...", flush=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+        versions = venv_versions(python)
+    return python, versions
+
+
+def worker_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
+               TOKENIZERS_PARALLELISM="false")  # the AVX2 kernel pins set by reproducible_cpu_kernels pass on
+    return env
+
+
+def run_trl(python: Path, task: Task, shape: Shape, args, iterations: int, seed: int, out_json: Path, *,
+            fixed_length: bool, budget: int = 0, save_at=(), save_dir: Path | None = None) -> dict:
+    """One TRL run in its venv (benchmarks/trl_worker.py); returns the JSON it wrote. The PPO constants come
+    from our rlhf_ppo_config, so both sides read them from one place."""
+    ppo = rlhf_ppo_config()
+    cmd = [str(python), str(WORKER), "--model", task.trl_model, "--reward", task.trl_reward, "--prompts",
+           task.trl_prompts, "--out-json", str(out_json), "--iterations", str(iterations),
+           "--batch-size", str(shape.batch), "--mini-batch-size", str(shape.minibatch),
+           "--ppo-epochs", str(shape.epochs), "--max-new-tokens", str(shape.max_new_tokens),
+           "--max-prompt-tokens", str(shape.max_prompt_tokens), "--lr", str(args.lr),
+           "--lr-schedule", args.lr_schedule if budget else "constant", "--budget", str(budget),
+           "--kl-coef", str(args.kl_coef), "--kl-target", str(args.kl_target), "--kl-horizon", str(args.kl_horizon),
+           "--gamma", str(ppo.gamma), "--lam", str(ppo.gae_lambda), "--clip", str(ppo.clip_coef),
+           "--vf-coef", str(ppo.vf_coef), "--max-grad-norm", str(ppo.max_grad_norm),
+           "--seed", str(seed), "--threads", str(args.threads)]
+    if fixed_length:
+        cmd.append("--fixed-length")
+    if save_at:
+        cmd += ["--save-at", *map(str, save_at), "--save-dir", str(save_dir)]
+    quiet = subprocess.DEVNULL if args.quiet else None
+    subprocess.run(cmd, check=True, env=worker_env(), stdout=quiet)
+    return json.loads(out_json.read_text())
+
+
+# ---------------------------------------------------------------------------------------------- models and data
+def patched_copy(src: Path, dst: Path) -> str:
+    """A copy of a model folder whose tokenizer transformers 4.44 can load."""
+    shutil.copytree(src, dst)
+    path = dst / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2))
+    return str(dst)
+
+
+def default_task(tmp: Path) -> Task:
+    return Task(None, None, None, patched_copy(default.sft_path(), tmp / "trl-sft"),
+                patched_copy(default.reward_path(), tmp / "trl-reward"), str(default.prompts_path("train")))
+
+
+def random_task(tmp: Path, vocab_size: int = 2048, prompt_tokens: int = 8, n_prompts: int = 512) -> Task:
+    """Shape (a): a random 4x256 GPT-2 and a random classifier of that size, the shipped tokenizer padded to
+    ``vocab_size`` with dummy words, and prompts of exactly ``prompt_tokens`` tokens (BOS + shipped words)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    # 1. the tokenizer: every id a word, so whatever a random model samples decodes to text
+    spec = json.loads((default.sft_path() / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    shipped = dict(vocab)
+    vocab.update({"\u0120" + dummy_word(i): i for i in range(len(vocab), vocab_size)})
+    torch.manual_seed(0)
+    # No dropout, like the shipped models: TRL samples with the model in whatever mode its last step left it.
+    size = dict(vocab_size=vocab_size, n_positions=64, n_layer=4, n_embd=256, n_head=4, bos_token_id=1, eos_token_id=2,
+                pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    folders = {"lm": (GPT2LMHeadModel(GPT2Config(**size)), default.sft_path()),
+               "rm": (GPT2ForSequenceClassification(GPT2Config(**size, num_labels=1)), default.reward_path())}
+    for name, (model, shipped_dir) in folders.items():
+        folder = tmp / f"random-{name}"
+        model.eval().save_pretrained(folder)
+        (folder / "tokenizer.json").write_text(json.dumps(spec))
+        shutil.copy(shipped_dir / "tokenizer_config.json", folder / "tokenizer_config.json")
+
+    # 2. prompts: a capitalised first word, then words with a leading space, kept when they round-trip
+    tokenizer = AutoTokenizer.from_pretrained(tmp / "random-lm")
+    first = [t for t, i in shipped.items() if i > 3 and t[:1].isupper() and not t.startswith("\u0120")]
+    rest = [t for t, i in shipped.items() if t.startswith("\u0120") and t[1:].isalpha()]
+    rng, prompts = np.random.default_rng(0), []
+    while len(prompts) < n_prompts:
+        words = [rng.choice(first)] + list(rng.choice(rest, prompt_tokens - 2))
+        text = tokenizer.convert_tokens_to_string(words)
+        if len(tokenizer(text)["input_ids"]) == prompt_tokens:
+            prompts.append(text)
+    path = tmp / "random-prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return Task(str(tmp / "random-lm"), str(tmp / "random-rm"), str(path),
+                patched_copy(tmp / "random-lm", tmp / "trl-random-lm"),
+                patched_copy(tmp / "random-rm", tmp / "trl-random-rm"), str(path))
+
+
+def dummy_word(i: int) -> str:
+    """"qx" and ``i`` in base-26 letters: letters only, so GPT-2's pre-tokenizer keeps it one token."""
+    letters = ""
+    while True:
+        i, r = divmod(i, 26)
+        letters = chr(ord("a") + r) + letters
+        if i == 0:
+            return "qx" + letters
+
+
+# ---------------------------------------------------------------------------------------------- our side
+def ours_config(task: Task, shape: Shape, args, seed: int, iterations: int, fixed_length: bool, gold) -> RLHFConfig:
+    """examples/rlhf_ppo.py's make_config at this shape (``lr_schedule`` constant: learn mode decays it per response)."""
+    env_cls = FixedLengthEnv if fixed_length else TextEnvConfig
+    return RLHFConfig(
+        env=env_cls(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts, num_envs=shape.batch,
+                    max_new_tokens=shape.max_new_tokens, max_prompt_tokens=shape.max_prompt_tokens, device="cpu"),
+        kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
+        ppo=rlhf_ppo_config(n_steps=shape.max_new_tokens, n_epochs=shape.epochs,
+                            n_minibatches=shape.batch // shape.minibatch, learning_rate=args.lr),
+        iterations=iterations, lr_schedule="constant", gold=gold, seed=seed, device="cpu", log_every=0,
+    )
+
+
+def train_ours(task: Task, shape: Shape, args, seed: int, *, fixed_length: bool, iterations: int | None = None,
+               budget: int = 0, save_at=(), save_dir: Path | None = None) -> dict:
+    """train_rlhf for ``iterations``, or until ``budget`` finished responses (saving the policy at ``save_at``)."""
+    rows, saved, pending = [], [], sorted(set(save_at))
+    total = {"responses": 0, "loop_s": 0.0}
+
+    def on_iteration(agent, m: dict):
+        total["responses"] += int(m["episodes"])
+        total["loop_s"] += m["rollout_s"] + m["update_s"]
+        rows.append({"iteration": m["iteration"], "responses": total["responses"], "rollout_s": m["rollout_s"],
+                     "update_s": m["update_s"], "loop_s": total["loop_s"], "rm_score": m["rm_score"],
+                     "kl": m["kl"], "kl_coef": m["kl_coef"], "learning_rate": m["learning_rate"],
+                     "response_length": m["response_length"], "tokens": shape.batch * shape.max_new_tokens})
+        while pending and total["responses"] >= pending[0]:
+            folder = save_dir / f"responses{pending[0]}"
+            agent.policy.model.save_pretrained(folder)
+            saved.append({"budget": pending.pop(0), "responses": total["responses"], "loop_s": total["loop_s"],
+                          "iteration": m["iteration"], "path": str(folder)})
+        if budget and not args.quiet:
+            print(f"ours iter {m['iteration']}  responses {total['responses']}  rm {m['rm_score']:+.3f}  "
+                  f"kl {m['kl']:.2f}  beta {m['kl_coef']:.4f}  rollout {m['rollout_s']:.2f} s  "
+                  f"update {m['update_s']:.2f} s", flush=True)
+        if budget and args.lr_schedule == "linear":  # the next iteration's rate, as TRL's LambdaLR per response
+            agent.set_learning_rate(args.lr * max(0.0, 1.0 - total["responses"] / budget))
+        return False if budget and total["responses"] >= budget else None
+
+    # Every row finishes at least one response per iteration (n_steps = max_new_tokens): budget / batch suffices.
+    n = iterations if iterations is not None else math.ceil(budget / shape.batch)
+    gold = default_gold(RLHFConfig()) if not fixed_length else None  # the per-iteration judge, outside the clock
+    train_rlhf(ours_config(task, shape, args, seed, n, fixed_length, gold), callback=on_iteration)
+    if pending:
+        raise RuntimeError(f"our run stopped at {total['responses']} responses, before the budgets {pending}")
+    return {"iterations": rows, "saved": saved}
+
+
+# ---------------------------------------------------------------------------------------------- speed mode
+def speed(args, python: Path, tmp: Path) -> dict:
+    tasks = {s: (random_task if s == "a" else default_task)(tmp) for s in args.shapes}
+    n = args.warmup + args.iterations
+    runs = {s: {"trl": [], "ours": []} for s in args.shapes}
+    for r in range(args.rounds):  # interleaved: TRL, ours, TRL, ours, ... so drifts in machine load hit both
+        for s in args.shapes:
+            shape = SHAPES[s][1]
+            print(f"round {r + 1}/{args.rounds}, shape ({s}): TRL, then ours ...", flush=True)
+            trl = run_trl(python, tasks[s], shape, args, n, r, tmp / f"trl-{s}-{r}.json", fixed_length=True)
+            ours = train_ours(tasks[s], shape, args, r, fixed_length=True, iterations=n)
+            runs[s]["trl"].append(trl_parts(trl["iterations"][args.warmup:]))
+            runs[s]["ours"].append(ours_parts(ours["iterations"][args.warmup:]))
+    summary = {}
+    for s in args.shapes:
+        med = {side: {k: statistics.median(run[k] for run in runs[s][side]) for k in runs[s][side][0]}
+               for side in ("trl", "ours")}
+        summary[s] = {"description": SHAPES[s][0], "shape": asdict(SHAPES[s][1]), "timed_iterations": args.iterations,
+                      "median": med, "ratio_ours_over_trl": med["ours"]["total_s"] / med["trl"]["total_s"],
+                      "rounds": runs[s]}
+        print_speed(s, summary[s])
+    return summary
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    return float(np.mean([row[key] for row in rows]))
+
+
+def trl_parts(rows: list[dict]) -> dict:
+    """Mean seconds per TRL iteration: its parts, and the two halves comparable with ours. "rollout" is everything
+    but the PPO epochs: generate, reward model, step's re-scoring forward of policy and reference, rewards,
+    advantages and stats; "update" is step's optimisation loop."""
+    keys = ("generate_s", "score_s", "step_s", "step_forward_s", "step_optimize_s", "tokens")
+    out = {k: mean_of(rows, k) for k in keys}
+    out["total_s"] = out["generate_s"] + out["score_s"] + out["step_s"]
+    out["update_s"] = out["step_optimize_s"]
+    out["rollout_s"] = out["total_s"] - out["update_s"]
+    return out
+
+
+def ours_parts(rows: list[dict]) -> dict:
+    """Mean seconds per iteration of ours: train_rlhf's rollout_s (generation with the env's reference forward,
+    KL and reward model) and update_s (GAE and the PPO epochs)."""
+    out = {k: mean_of(rows, k) for k in ("rollout_s", "update_s", "tokens")}
+    out["total_s"] = out["rollout_s"] + out["update_s"]
+    return out
+
+
+def print_speed(s: str, result: dict) -> None:
+    shape, med = SHAPES[s][1], result["median"]
+    trl, ours = med["trl"], med["ours"]
+    print(f"\nshape ({s}) {result['description']}: {shape.batch} x (<= {shape.max_prompt_tokens} prompt + "
+          f"{shape.max_new_tokens} new tokens), {shape.epochs} epochs, minibatch {shape.minibatch}; median of "
+          f"{len(result['rounds']['trl'])} rounds x {result['timed_iterations']} iterations")
+    print("  (ours / TRL < 1: ours is faster)")
+    print(f"  {'':30s} {'TRL 0.11.4':>11s} {'ours':>9s} {'ours / TRL':>11s}")
+    for key, label in (("total_s", "s / iteration"), ("rollout_s", "  rollout (sample, score)"),
+                       ("update_s", "  update (PPO epochs)")):
+        print(f"  {label:30s} {trl[key]:11.3f} {ours[key]:9.3f} {ours[key] / trl[key]:11.2f}")
+    print(f"  {'generated tokens / iteration':30s} {trl['tokens']:11.0f} {ours['tokens']:9.0f}")
+    rest = trl["step_s"] - trl["step_forward_s"] - trl["step_optimize_s"]
+    print(f"  TRL's rollout: generate {trl['generate_s']:.3f} s, reward model {trl['score_s']:.3f} s, step's forward "
+          f"of policy + reference {trl['step_forward_s']:.3f} s, rewards / advantages / stats {rest:.3f} s")
+
+
+# ---------------------------------------------------------------------------------------------- learn mode
+def learn(args, python: Path, tmp: Path) -> dict:
+    task, shape = default_task(tmp), LEARN_SHAPE
+    budget = max(args.responses)
+    points = sorted(set(range(args.eval_every, budget + 1, args.eval_every)) | set(args.responses))
+    root = Path(args.out) / "learn"
+    runs = {"trl": {}, "ours": {}}
+    # 1. train both sides, each saving its policy at every evaluation point
+    for seed in args.seeds:
+        print(f"--- seed {seed}: TRL, {budget} responses ...", flush=True)
+        runs["trl"][seed] = run_trl(python, task, shape, args, math.ceil(budget / shape.batch), seed,
+                                    tmp / f"trl-learn-{seed}.json", fixed_length=False, budget=budget,
+                                    save_at=points, save_dir=root / "trl" / f"seed{seed}")
+        print(f"--- seed {seed}: ours, {budget} responses ...", flush=True)
+        runs["ours"][seed] = train_ours(task, shape, args, seed, fixed_length=False, budget=budget, save_at=points,
+                                        save_dir=root / "ours" / f"seed{seed}")
+
+    # 2. score every saved policy with our evaluation: same env, reference, prompts, judge and seed
+    config = ours_config(task, shape, args, 0, 1, False, "default")
+    env_kwargs, gold_fn = config.env.env_kwargs(), default_gold(config)
+    prompts = load_prompts(default.prompts_path("test"))[: args.eval_prompts]
+
+    def score(model_path, seed: int) -> dict:
+        out = evaluate(load_lm(model_path, torch.device("cpu")).eval(), env_kwargs, prompts, gold_fn, seed=10_000 + seed)
+        return {k: float(np.mean(out[src])) for k, src in (("gold", "gold_score"), ("rm", "rm_score"), ("kl", "kl"),
+                                                           ("length", "tokens"))}
+
+    sft = score(default.sft_path(), 0)
+    print(f"\nSFT on {len(prompts)} held-out prompts: gold {sft['gold']:+.3f}, RM {sft['rm']:+.3f}", flush=True)
+    for side in runs:
+        for seed, run in runs[side].items():
+            for point in run["saved"]:
+                point.update(score(point["path"], seed))
+    summary = summarize(args, runs, points)
+    print_learn(args, summary, len(prompts))
+    return {"sft": sft, "eval_points": points, "summary": summary, "runs": runs}
+
+
+def summarize(args, runs: dict, points: list[int]) -> dict:
+    out = {"budgets": {}, "threshold": {}}
+    for side in runs:
+        for budget in points:
+            rows = [next(p for p in run["saved"] if p["budget"] == budget) for run in runs[side].values()]
+            gold = [r["gold"] for r in rows]
+            out["budgets"].setdefault(budget, {})[side] = {
+                "gold_mean": float(np.mean(gold)), "gold_std": float(np.std(gold, ddof=1)) if len(gold) > 1 else 0.0,
+                "kl": float(np.mean([r["kl"] for r in rows])), "loop_s": float(np.mean([r["loop_s"] for r in rows])),
+                "responses": float(np.mean([r["responses"] for r in rows])), "per_seed_gold": gold}
+        first = {}
+        for seed, run in runs[side].items():
+            hit = next((p for p in run["saved"] if p["gold"] >= args.gold), None)
+            first[seed] = None if hit is None else {"responses": hit["responses"], "loop_s": hit["loop_s"]}
+        out["threshold"][side] = first
+    return out
+
+
+def print_learn(args, summary: dict, n_prompts: int) -> None:
+    print(f"\ngold on {n_prompts} held-out prompts (mean ± std over seeds {args.seeds}); KL per response to the SFT "
+          f"model; loop s = generation + scoring + PPO update, summed")
+    print(f"  {'responses':>9s}  {'side':5s} {'gold':>16s} {'KL':>6s} {'loop s':>8s} {'responses used':>15s}")
+    for budget in sorted(summary["budgets"]):
+        if budget not in args.responses:
+            continue
+        row = summary["budgets"][budget]
+        for side in ("trl", "ours"):
+            r = row[side]
+            print(f"  {budget:9d}  {side:5s} {r['gold_mean']:+8.3f} ± {r['gold_std']:.3f} {r['kl']:6.2f} "
+                  f"{r['loop_s']:8.1f} {r['responses']:15.0f}")
+        print(f"  {'':9s}  ours / TRL loop seconds: {row['ours']['loop_s'] / row['trl']['loop_s']:.2f}")
+    print(f"\nfirst evaluation point (every {args.eval_every} responses) with gold >= {args.gold}:")
+    for side in ("trl", "ours"):
+        hits = summary["threshold"][side]
+        text = ", ".join(f"seed {s}: " + ("not reached" if h is None else
+                                          f"{h['responses']} responses, {h['loop_s']:.1f} s") for s, h in hits.items())
+        print(f"  {side:5s} {text}")
+    reached = {side: [h for h in summary["threshold"][side].values() if h is not None] for side in ("trl", "ours")}
+    if all(reached.values()):
+        mean = {side: {k: float(np.mean([h[k] for h in reached[side]])) for k in ("responses", "loop_s")}
+                for side in reached}
+        ratio = {k: mean["ours"][k] / mean["trl"][k] for k in ("responses", "loop_s")}
+        print(f"  ours / TRL (means over the seeds that reached it): responses {ratio['responses']:.2f}, "
+              f"seconds {ratio['loop_s']:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("speed", "learn"), required=True)
+    p.add_argument("--shapes", nargs="+", choices=tuple(SHAPES), default=list(SHAPES), help="speed: which shapes")
+    p.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds (median)")
+    p.add_argument("--iterations", type=int, default=3, help="speed: timed iterations per round and side")
+    p.add_argument("--warmup", type=int, default=1, help="speed: untimed iterations first, per round and side")
+    p.add_argument("--responses", type=int, nargs="+", default=[1600, 3200], help="learn: response budgets reported")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="learn: one run per side and seed")
+    p.add_argument("--gold", type=float, default=0.73, help="learn: gold threshold to reach")
+    p.add_argument("--eval-every", type=int, default=800, help="learn: responses between evaluation points")
+    p.add_argument("--eval-prompts", type=int, default=234, help="learn: held-out prompts scored (234: all)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate, both sides")
+    p.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
+                   help="learn: linear decays to 0 over the largest budget, counted in responses, on both sides")
+    p.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
+    p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controllers hold")
+    p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
+    p.add_argument("--venv", default=str(REPO / ".bench-venvs" / "trl-0.11.4"),
+                   help="TRL's virtualenv (built if missing, reused if present)")
+    p.add_argument("--out", default=str(REPO / "outputs" / "bench_vs_trl"))
+    p.add_argument("--quiet", action="store_true", help="hide the per-iteration lines of both sides")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers import __version__ as transformers_version
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    python, trl_versions = ensure_trl_venv(Path(args.venv))
+    ours_versions = {"torch": torch.__version__, "transformers": transformers_version}
+    print(f"TRL side ({args.venv}): " + ", ".join(f"{k} {v}" for k, v in trl_versions.items()))
+    print(f"our side ({sys.prefix}): " + ", ".join(f"{k} {v}" for k, v in ours_versions.items()) +
+          f"; torch threads {torch.get_num_threads()} on both", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_vs_trl-") as tmp:
+        result = (speed if args.mode == "speed" else learn)(args, python, Path(tmp))
+    report = {"mode": args.mode, "args": vars(args), "versions": {"trl_venv": trl_versions, "ours": ours_versions},
+              "kernels": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")},
+              "wall_s": time.perf_counter() - start, **result}
+    path = out / f"{args.mode}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    print(f"\n{path}   total {report['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    reproducible_cpu_kernels()  # before the first torch operation; the TRL worker inherits the same pins
+    main()
