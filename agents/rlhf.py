@@ -20,11 +20,12 @@ Plugging in your own pieces (each is one field of the config; tests/test_rlhf.py
 A policy with ``next_token_logits(input_ids, attention_mask)`` (raw logits) runs in mode (a); one without
 it runs in mode (b): the env pays ``+beta * log pi_ref`` and the agent subtracts ``beta * log pi`` itself.
 
-Resuming: a checkpoint (out_dir/checkpoint.pt, written atomically every ``checkpoint_every`` iterations)
-holds the policy, value head, optimizer, KL controller, RNG states, counters, the curves so far and the
-run's settings. Every checkpoint also starts fresh episodes from a seed that depends only on the iteration,
-so ``RLHFConfig(..., resume=True)`` continues the very curve an uninterrupted run draws (same numbers on
-CPU). A resume whose settings differ from the checkpoint's is refused with the list of differences.
+Resuming: a checkpoint (out_dir/checkpoint.pt, written atomically every ``checkpoint_every`` iterations,
+by default each one) holds the policy, value head, optimizer, KL controller, RNG states, counters, the
+curves so far and the run's settings. Every ``segment_every`` iterations all rows start fresh episodes from
+a seed that depends only on the iteration, so ``RLHFConfig(..., resume=True)`` from such a boundary
+continues the very curve an uninterrupted run draws (same numbers on CPU); from any other checkpoint the
+resumed run starts fresh episodes there (the responses in flight are the only loss). A resume whose settings differ from the checkpoint's is refused with the list of differences.
 
 Stopping: Ctrl-C (SIGINT) or SIGTERM lets the current iteration finish, writes a checkpoint there and
 raises ``agents.run_guard.TrainingInterrupted`` saying where it is (a second Ctrl-C stops at once). One
@@ -60,6 +61,7 @@ from agents.policies import ActorCritic
 from agents.ppo import PPO, PPOConfig
 from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
 from agents.utils import seed_everything
+from textenv.checks import check_int
 from textenv.text.decoding import IncrementalLM
 from textenv.text.sampling import SamplingConfig
 
@@ -295,8 +297,8 @@ def load_rlhf_checkpoint(path, agent: PPO, controller) -> list:
 
 
 # Settings that do not change what a run computes: a resume may change them.
-RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "log_every", "n_samples", "device", "env.device",
-                               "ppo.progress_bar", "ppo.log_dir"})
+RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "checkpoint_every", "log_every", "n_samples", "device",
+                               "env.device", "ppo.progress_bar", "ppo.log_dir"})
 
 
 def run_settings(config: "RLHFConfig") -> dict[str, Any]:
@@ -491,9 +493,13 @@ class RLHFConfig:
     """bf16 autocast in the update on CUDA"""
     out_dir: str | None = None
     """where checkpoint.pt and progress.csv go (None: nowhere); checked for writability and locked for the run"""
-    checkpoint_every: int = 10
-    """iterations between checkpoints (each one also starts fresh episodes, so a resume continues exactly);
-    progress.csv is rewritten with each one"""
+    checkpoint_every: int = 1
+    """iterations between checkpoints (with an out_dir): a run killed even by ``kill -9`` loses at most this
+    many; progress.csv is rewritten after each one"""
+    segment_every: int = 10
+    """with an out_dir, every this many iterations all rows start fresh episodes, from a seed that depends only
+    on the iteration, so a resume from such a boundary continues the uninterrupted curve exactly (from any
+    other checkpoint it continues with fresh episodes there: nothing is lost but the responses in flight)"""
     resume: bool = False
     """continue from out_dir/checkpoint.pt, with the same settings (FileNotFoundError when there is none yet)"""
     n_samples: int = 3
@@ -548,7 +554,7 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
     """Run (or resume) RLHF with PPO; returns the agent, the per-iteration history and the checkpoint path.
 
     ``callback(agent, metrics) -> False`` stops early and writes a checkpoint there (a resume from a
-    ``checkpoint_every`` boundary continues exactly the uninterrupted curve; from elsewhere, a fresh segment).
+    ``segment_every`` boundary continues exactly the uninterrupted curve; from elsewhere, a fresh segment).
     With an out_dir, SIGINT (Ctrl-C) or SIGTERM stops the same way at the end of the current iteration,
     then raises ``TrainingInterrupted`` (a KeyboardInterrupt) naming the iteration and the checkpoint.
 
@@ -567,6 +573,9 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
         raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {config.lr_schedule!r}")
     if config.resume and not config.out_dir:
         raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
+    check_int("iterations", config.iterations)
+    check_int("checkpoint_every", config.checkpoint_every)
+    check_int("segment_every", config.segment_every)
     if config.out_dir is None:
         return _train(config, callback, None)
     with RunFolder(config.out_dir, "out_dir"):  # before any work: writable, and no other live run writes there
@@ -623,9 +632,10 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) 
         stop = callback is not None and callback(agent, metrics) is False
         stop = stop or (signals is not None and signals.received is not None)
         due = agent.iteration % config.checkpoint_every == 0 or agent.iteration == total or stop
+        segment_ends = agent.iteration % config.segment_every == 0 or stop
+        if ckpt_path is not None and segment_ends and agent.iteration < total:
+            new_segment()
         if ckpt_path is not None and due:
-            if agent.iteration < total:
-                new_segment()
             save_rlhf_checkpoint(ckpt_path, agent, controller, rlhf_cb.history, settings)
             saved_at = agent.iteration
             _write_progress(out_dir / "progress.csv", rlhf_cb.history)  # after the checkpoint: never ahead of it

@@ -62,8 +62,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue each seed's run from its checkpoint, with the same flags; a seed without a "
                         "checkpoint yet starts fresh (with a note)")
-    p.add_argument("--checkpoint-every", type=int, default=10,
-                   help="iterations between checkpoints (Ctrl-C also saves one where it stops)")
+    p.add_argument("--checkpoint-every", type=int, default=1,
+                   help="iterations between checkpoints: a killed run loses at most this many (Ctrl-C saves "
+                        "one where it stops)")
     p.add_argument("--log-every", type=int, default=10, help="print a metrics line every N iterations")
     return p.parse_args()
 

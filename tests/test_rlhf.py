@@ -53,6 +53,7 @@ def config(lm_dir, tmp_path, **kw) -> RLHFConfig:
     defaults = dict(env=TextEnvConfig(**env_kw), kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
                     ppo=rlhf_ppo_config(n_steps=5, n_minibatches=2, n_epochs=2, learning_rate=1e-3),
                     iterations=4, device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=2, seed=3)
+    defaults["segment_every"] = kw.get("checkpoint_every", defaults["checkpoint_every"])  # exact resumes
     defaults.update(kw)
     return RLHFConfig(**defaults)
 

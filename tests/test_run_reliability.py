@@ -39,6 +39,8 @@ def config(lm_dir, out_dir, **kw) -> RLHFConfig:
     defaults = dict(env=env, kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
                     ppo=rlhf_ppo_config(n_steps=5, n_minibatches=2, n_epochs=2, learning_rate=1e-3),
                     iterations=4, device="cpu", out_dir=str(out_dir), checkpoint_every=2, seed=3)
+    # Fresh episodes at every checkpoint, so a resume from any of them continues the curve exactly.
+    defaults["segment_every"] = kw.get("checkpoint_every", defaults["checkpoint_every"])
     return RLHFConfig(**{**defaults, **kw})
 
 
@@ -391,3 +393,24 @@ def test_ppo_learn_with_a_log_dir_saves_on_ctrl_c_and_the_checkpoint_continues(t
     assert resumed.iteration == 2 and resumed.num_timesteps == agent.num_timesteps
     for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_kill_9_loses_at_most_the_iteration_in_progress(lm_dir, tmp_path):
+    out_dir = tmp_path / "run"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(lm_dir), str(out_dir), "1"],
+                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=python_env())
+        logged = 0
+        for line in proc.stdout:
+            if line.startswith("iter"):
+                logged += 1
+                if logged == 3:
+                    proc.kill()  # SIGKILL: no handler runs, nothing is flushed
+                    break
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = load_checkpoint(out_dir / "checkpoint.pt", RLHF_FORMAT)["iteration"]
+    assert saved >= logged - 1  # the third iteration may have been killed between its log line and its save
+    assert progress_iterations(out_dir) == list(range(1, saved + 1))
+    resumed = train_rlhf(config(lm_dir, out_dir, iterations=6, checkpoint_every=1, resume=True))
+    assert [h["iteration"] for h in resumed.history] == list(range(1, 7))
