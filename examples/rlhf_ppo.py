@@ -1,6 +1,6 @@
 """RLHF with PPO on the embedded default task: make the SFT model write reviews the gold judge prefers.
 
-    python examples/rlhf_ppo.py                        # one seed, about 2.5 minutes on a 2-core CPU
+    python examples/rlhf_ppo.py                        # one seed (README: how long it takes)
     python examples/rlhf_ppo.py --seeds 0 1 2          # three seeds: mean and spread of the gold-score gain
     python examples/rlhf_ppo.py --train-reward-model   # retrain the reward model on the preference pairs first
     python examples/rlhf_ppo.py --model path/to/causal-lm --reward path/to/rm --prompts prompts.txt
