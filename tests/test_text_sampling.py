@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,8 +70,9 @@ def test_sample_only_draws_kept_tokens():
         ({"temperature": 0.0}, ValueError, "temperature must be a finite number > 0"),
         ({"temperature": float("nan")}, ValueError, "temperature"),
         ({"temperature": "hot"}, TypeError, "temperature must be a number"),
-        ({"top_k": -1}, ValueError, "top_k must be >= 0"),
-        ({"top_k": 2.5}, TypeError, "top_k must be an int"),
+        ({"top_k": -1}, ValueError, r"top_k \(0 disables it\) must be an int >= 0, got -1"),
+        ({"top_k": 2.5}, TypeError, r"top_k \(0 disables it\) must be an int >= 0, got float 2.5"),
+        ({"top_k": True}, TypeError, "got bool True"),
         ({"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
         ({"top_p": 1.5}, ValueError, r"top_p must be in \(0, 1\]"),
     ],
@@ -78,3 +80,9 @@ def test_sample_only_draws_kept_tokens():
 def test_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         SamplingConfig(**kwargs)
+
+
+def test_numpy_integer_top_k_is_an_int():
+    cfg = SamplingConfig(top_k=np.int64(2))
+    assert cfg.top_k == 2 and type(cfg.top_k) is int
+    assert cfg == SamplingConfig(top_k=2)

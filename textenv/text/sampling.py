@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from textenv.checks import check_int
+
 
 MIN_TEMPERATURE = 1e-4
 """The lowest temperature. Logits are divided by it in float32: at 1e-40 logits of ~10 become 1e41 > 3.4e38,
@@ -43,10 +45,8 @@ class SamplingConfig:
                 f"temperature must be a finite number > 0 and at least {MIN_TEMPERATURE:g} (lower ones overflow the "
                 f"float32 logits / temperature to inf and the log-probabilities to NaN), got {self.temperature}"
             )
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
-            raise TypeError(f"top_k must be an int (0 disables it), got {type(self.top_k).__name__}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        # Numpy integers are ints here as everywhere at the env's boundary (textenv.checks); kept as a Python int.
+        object.__setattr__(self, "top_k", check_int("top_k (0 disables it)", self.top_k, low=0))
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
             raise TypeError(f"top_p must be a number in (0, 1], got {type(self.top_p).__name__}")
         if not (0.0 < self.top_p <= 1.0):
