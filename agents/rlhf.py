@@ -25,7 +25,8 @@ by default each one) holds the policy, value head, optimizer, KL controller, RNG
 curves so far and the run's settings. Every ``segment_every`` iterations all rows start fresh episodes from
 a seed that depends only on the iteration, so ``RLHFConfig(..., resume=True)`` from such a boundary
 continues the very curve an uninterrupted run draws (same numbers on CPU); from any other checkpoint the
-resumed run starts fresh episodes there (the responses in flight are the only loss). A resume whose settings differ from the checkpoint's is refused with the list of differences.
+resumed run starts fresh episodes there (the responses in flight are the only loss). A resume whose
+settings differ from the checkpoint's is refused with the list of differences.
 
 Stopping: Ctrl-C (SIGINT) or SIGTERM lets the current iteration finish, writes a checkpoint there and
 raises ``agents.run_guard.TrainingInterrupted`` saying where it is (a second Ctrl-C stops at once). One

@@ -207,14 +207,14 @@ class TextGenEnv(gym.Env):
         prompt = check_options(options, ("prompt",)).get("prompt")
         encoded = None if prompt is None else self.core.encode_prompt(prompt)
         before = self._np_random, self._np_random_seed
-        with rollback_rngs([self._np_random]):
-            super().reset(seed=seed)
-            try:
+        try:  # a drawn prompt may still fail to encode: then the generator is the old one, in its old state
+            with rollback_rngs([self._np_random]):
+                super().reset(seed=seed)
                 if encoded is None:
                     encoded = self.core.encode_prompt(self.core.sample_prompt(self.np_random))
-            except BaseException:  # a listed prompt that tokenizes to nothing: keep the old generator
-                self._np_random, self._np_random_seed = before
-                raise
+        except BaseException:
+            self._np_random, self._np_random_seed = before
+            raise
         (text,) = self.core.start_rows([0], [encoded])
         self._ended = False
         if self.render_mode == "human":
