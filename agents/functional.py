@@ -138,6 +138,25 @@ def gae(
     return advantages, advantages + values
 
 
+def response_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """GAE over whole responses, one row each (the RLHF rollout's layout): ``gae`` with every response ending,
+    terminated, at its last token, so nothing is bootstrapped past it and no rollout cuts a response.
+
+    Args:
+        rewards, values, mask: (B, T), row i holding response i's tokens; ``mask`` is 1 on the generated tokens
+            (a prefix of each row: a response ends at its last 1).
+    Returns:
+        advantages (B, T), returns (B, T); 0 where ``mask`` is 0.
+    """
+    mask_t = mask.T.to(rewards.dtype)  # (T, B): time-major, as gae takes it
+    next_mask = torch.cat([mask_t[1:], torch.zeros_like(mask_t[:1])])
+    ends = (mask_t > 0) & (next_mask == 0)  # the last token of each response
+    next_values = torch.cat([values.T[1:], torch.zeros_like(values.T[:1])]) * next_mask
+    advantages, _ = gae(rewards.T * mask_t, values.T * mask_t, next_values, ends, ends, gamma, lam, mask_t)
+    advantages = advantages.T
+    return advantages, (advantages + values) * mask.to(rewards.dtype)
+
+
 def policy_loss(
     logprob: Tensor, old_logprob: Tensor, advantages: Tensor, clip_coef: float, mask: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:

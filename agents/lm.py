@@ -168,6 +168,14 @@ def logprob_and_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor
     return logp.gather(-1, actions.long()[:, None])[:, 0], entropy
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster."""
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class LMActorCritic(ActorCritic):
     """A causal LM policy with a value head, for TextGen-v0 observations.
 
@@ -182,7 +190,8 @@ class LMActorCritic(ActorCritic):
             (``AutoModelForSequenceClassification``: its base model is used) or a trunk. Default: a copy
             of the policy's trunk.
         device: "auto" (CUDA when available), "cpu", "cuda", ...
-        mixed_precision: run the update's forward under bf16 autocast on CUDA (ignored on the CPU).
+        mixed_precision: run the update's forward under bf16 autocast on CUDA, and in the RLHF update on a
+            CPU that multiplies bf16 natively (AVX512-BF16 / AMX); ignored elsewhere.
     """
 
     def __init__(
@@ -257,6 +266,42 @@ class LMActorCritic(ActorCritic):
         hidden = self._critic_incremental()(ids, mask).hidden if self.critic_trunk is not None else step.hidden
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (B,)
         return self.sampling.process(step.logits), values
+
+    # ------------------------------------------------------------------ the RLHF update (one forward per response)
+    def score_responses(self, ids: Tensor, mask: Tensor, prompt_cols: int, with_entropy_grad: bool = False):
+        """log pi (B, T), entropy (B, T) and values (B, T) at every response position, one forward per response.
+
+        Args:
+            ids, mask: (B, P + T) the prompt left-padded to ``prompt_cols`` = P columns, then the response
+                right-padded (``agents.rlhf.responses.Responses``). Position ids are ``cumsum(mask) - 1``, as
+                while acting, so the logits are those the tokens were sampled from.
+            with_entropy_grad: let gradients flow through the entropy (needed only for an entropy bonus).
+        Only the T columns that predict response tokens get logits (``logits_to_keep``), and the
+        log-probabilities come from one log-sum-exp, not a kept (B, T, V) log-softmax.
+        """
+        P = prompt_cols
+        T = ids.shape[1] - P
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        use_amp = self.mixed_precision and (ids.device.type == "cuda" or _cpu_has_bf16())
+        amp = torch.autocast(ids.device.type, dtype=torch.bfloat16) if use_amp else nullcontext()
+        with amp:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                             output_hidden_states=self.critic_trunk is None,
+                             **({"logits_to_keep": T + 1} if self._keep_kw else {}))
+            logits = out.logits[:, -(T + 1):-1]  # (B, T, V): column P - 1 + t predicts response token t
+            if self.critic_trunk is None:
+                hidden = out.hidden_states[-1][:, P - 1:P - 1 + T]
+            else:
+                trunk = self.critic_trunk(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                hidden = trunk.last_hidden_state[:, P - 1:P - 1 + T]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        processed = self.sampling.process(logits.float())  # (B, T, V)
+        actions = ids[:, P:]
+        logprob = processed.gather(-1, actions[..., None])[..., 0] - torch.logsumexp(processed, -1)
+        with nullcontext() if with_entropy_grad else torch.no_grad():
+            logp = torch.log_softmax(processed, -1)
+            entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
+        return logprob, entropy, values
 
     # ------------------------------------------------------------------ the update (with grad, one forward per chain)
     def evaluate_actions(self, obs, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from agents.checkpoint import atomic_write
 from agents.run_guard import FolderLock, check_writable, with_context
 
 # The metrics shown on the progress bar; everything goes to CSV and TensorBoard.
@@ -29,15 +31,13 @@ class Logger:
     """
 
     def __init__(self, log_dir: str | Path | None, total: int, progress_bar: bool = True, tensorboard: bool = True):
-        self.bar = self.csv_file = self.writer = self.tb = self.lock = None
-        self.fields: list[str] | None = None
+        self.bar = self.tb = self.lock = None
         self.rows: list[dict[str, float]] = []
         if log_dir is not None:
             self.log_dir = check_writable(log_dir, "log_dir")
             self.lock = FolderLock(self.log_dir, "log_dir")  # before progress.csv is opened (and truncated)
             self.csv_path = self.log_dir / "progress.csv"
             try:
-                self.csv_file = open(self.csv_path, "w", newline="")
                 if tensorboard:
                     from torch.utils.tensorboard import SummaryWriter
 
@@ -53,35 +53,37 @@ class Logger:
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self.bar.update(1)
         self.bar.set_postfix({k: f"{scalars[k]:.3g}" for k in BAR_KEYS if k in scalars and math.isfinite(scalars[k])})
-        if self.csv_file is not None:
-            try:
-                self._write_row(scalars)
-            except OSError as e:
-                raise with_context(e, f"cannot write {self.csv_path}") from e
+        self.rows.append(scalars)
+        if self.lock is not None:
+            write_progress(self.csv_path, self.rows)
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, step)
 
-    def _write_row(self, scalars: dict[str, float]) -> None:
-        """Append one row to progress.csv (rewriting it when a new column appears)."""
-        self.rows.append(scalars)
-        new = [k for k in scalars if k not in (self.fields or [])]
-        if new:  # a metric appeared late (e.g. the first rollout finished no episode): rewrite with it
-            self.fields = (self.fields or []) + new
-            self.csv_file.seek(0)
-            self.csv_file.truncate()
-            self.writer = csv.DictWriter(self.csv_file, fieldnames=self.fields, restval="")
-            self.writer.writeheader()
-            self.writer.writerows(self.rows)
-        else:
-            self.writer.writerow(scalars)
-        self.csv_file.flush()
-
     def close(self) -> None:
         """Close the files and release log_dir (safe to call twice)."""
-        for handle in (self.bar, self.csv_file, self.tb):
+        for handle in (self.bar, self.tb):
             if handle is not None:
                 handle.close()
-        self.bar = self.csv_file = self.tb = None
+        self.bar = self.tb = None
         if self.lock is not None:
             self.lock.release()
+
+
+def write_progress(path: Path, rows: list[dict]) -> None:
+    """The whole curve so far as CSV at ``path``, rewritten atomically (a reader never sees half a file).
+
+    Columns are the union of the rows' number-valued keys in the order they first appear (a metric that
+    appears late, such as the first finished episode's return, gets a column then); missing cells are empty.
+
+    Raises:
+        OSError: the file could not be written (the message names it; the previous file is kept).
+    """
+    fields: dict[str, None] = {}
+    for row in rows:
+        fields.update({k: None for k, v in row.items() if isinstance(v, (int, float))})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(fields), restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))

@@ -18,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import gymnasium as gym
 import numpy as np
@@ -65,7 +65,9 @@ class PPOConfig:
     ent_coef: float = 0.01
     """c2, weight of the entropy bonus"""
     norm_adv: bool = True
-    """whiten advantages within each minibatch"""
+    """whiten the advantages (mean 0, std 1) before the policy loss"""
+    norm_adv_over: str = "minibatch"
+    """what ``norm_adv`` whitens over: 'minibatch' (CleanRL, SB3) or 'batch' (the whole rollout at once, as TRL 0.11)"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this"""
     target_kl: float | None = None
@@ -80,6 +82,8 @@ class PPOConfig:
     def __post_init__(self):
         if self.minibatch_by not in ("step", "env"):
             raise ValueError(f"minibatch_by must be 'step' or 'env', got {self.minibatch_by!r}")
+        if self.norm_adv_over not in ("minibatch", "batch"):
+            raise ValueError(f"norm_adv_over must be 'minibatch' or 'batch', got {self.norm_adv_over!r}")
         for name in ("n_steps", "n_epochs", "n_minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -210,7 +214,7 @@ class PPO:
         self._reset_seed = seed
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """One PPO update on a rollout; returns the mean loss terms and diagnostics."""
+        """One PPO update on a rollout (GAE, then ``ppo_update``); returns the mean loss terms and diagnostics."""
         cfg = self.config
         advantages, returns = F.gae(
             rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.ends,
@@ -218,49 +222,13 @@ class PPO:
         )
         T, N = rollout.rewards.shape
         b_obs = flatten_time(rollout.obs, T * N)
-        b_actions, b_logprobs, b_values = (x.reshape(-1) for x in (rollout.actions, rollout.logprobs, rollout.values))
-        b_adv, b_returns, b_mask = advantages.reshape(-1), returns.reshape(-1), rollout.mask.reshape(-1)
-
-        sums: dict[str, float] = {}
-        n_updates = 0
-        stop = False
-        for epoch in range(cfg.n_epochs):
-            for mb in self._minibatches(T, N):
-                mb_mask = b_mask[mb]
-                if mb_mask.sum() == 0:
-                    continue
-                logprob, entropy, value = self.policy.evaluate_actions(index(b_obs, mb), b_actions[mb])
-                mb_adv = F.masked_whiten(b_adv[mb], mb_mask) if cfg.norm_adv else b_adv[mb]
-                pg_loss, info = F.policy_loss(logprob, b_logprobs[mb], mb_adv, cfg.clip_coef, mb_mask)
-                v_loss = F.value_loss(
-                    value, b_values[mb], b_returns[mb], cfg.clip_coef if cfg.clip_vloss else None, mb_mask
-                )
-                ent = F.masked_mean(entropy, mb_mask)
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"PPO loss became {loss.item()} at iteration {self.iteration + 1}, epoch {epoch} "
-                        f"(policy {pg_loss.item()}, value {v_loss.item()}, entropy {ent.item()}): "
-                        "check the rewards for NaN/inf or lower the learning rate"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                step_metrics = {
-                    "policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": ent.item(),
-                    "grad_norm": float(grad_norm), **{k: v.item() for k, v in info.items()},
-                }
-                for k, v in step_metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_updates += 1
-                if cfg.target_kl is not None and info["approx_kl"].item() > cfg.target_kl:
-                    stop = True
-                    break
-            if stop:
-                break
-        metrics = {k: v / max(n_updates, 1) for k, v in sums.items()}
-        metrics["epochs"] = epoch + 1
+        b_actions = rollout.actions.reshape(-1)
+        batch = {"logprobs": rollout.logprobs, "values": rollout.values, "advantages": advantages,
+                 "returns": returns, "mask": rollout.mask}
+        batch = {k: v.reshape(-1) for k, v in batch.items()}
+        metrics = ppo_update(self.policy, self.optimizer, cfg, batch, lambda: self._minibatches(T, N),
+                             lambda mb: self.policy.evaluate_actions(index(b_obs, mb), b_actions[mb]),
+                             f"iteration {self.iteration + 1}")
         metrics["explained_variance"] = F.explained_variance(rollout.values, returns, rollout.mask)
         return metrics
 
@@ -369,6 +337,66 @@ class PPO:
         agent.optimizer.load_state_dict(ckpt["optimizer"])
         agent.num_timesteps, agent.iteration = int(ckpt["num_timesteps"]), int(ckpt["iteration"])
         return agent
+
+
+def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: PPOConfig, batch: dict,
+               minibatches: Callable[[], Iterable[torch.Tensor]], score: Callable, where: str) -> dict[str, float]:
+    """The PPO update every agent here runs: ``cfg.n_epochs`` passes of minibatch steps on the lectures'
+    loss L = L_POLICY + c1 L_VF - c2 H, with gradient clipping and the optional early stop at ``target_kl``.
+
+    Args:
+        batch: tensors of one shape, indexed along dim 0 by the minibatches: ``logprobs`` and ``values`` of
+            the rollout, ``advantages``, ``returns`` and ``mask`` (1 where a step counts). The gridworld
+            passes flat (T*N,) steps; the RLHF loop (B, T) responses, one row per response.
+        minibatches: called once per epoch; yields index tensors into dim 0 of the batch.
+        score: ``score(index) -> (logprob, entropy, values)`` of the current policy, shaped like
+            ``batch["logprobs"][index]``.
+        where: what the error message calls this update ("iteration 7").
+    Returns:
+        the mean over minibatch steps of policy_loss, value_loss, entropy, grad_norm, clip_fraction,
+        approx_kl and ratio, plus ``epochs`` (the passes done).
+    """
+    advantages, mask = batch["advantages"], batch["mask"]
+    if cfg.norm_adv and cfg.norm_adv_over == "batch":
+        advantages = F.masked_whiten(advantages, mask)
+    sums: dict[str, float] = {}
+    n_updates, epoch, stop = 0, 0, False
+    for epoch in range(cfg.n_epochs):
+        for mb in minibatches():
+            mb_mask = mask[mb]
+            if mb_mask.sum() == 0:
+                continue
+            logprob, entropy, value = score(mb)
+            mb_adv = advantages[mb]
+            if cfg.norm_adv and cfg.norm_adv_over == "minibatch":
+                mb_adv = F.masked_whiten(mb_adv, mb_mask)
+            pg_loss, info = F.policy_loss(logprob, batch["logprobs"][mb], mb_adv, cfg.clip_coef, mb_mask)
+            v_loss = F.value_loss(value, batch["values"][mb], batch["returns"][mb],
+                                  cfg.clip_coef if cfg.clip_vloss else None, mb_mask)
+            ent = F.masked_mean(entropy, mb_mask)
+            loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"PPO loss became {loss.item()} at {where}, epoch {epoch} (policy {pg_loss.item()}, value "
+                    f"{v_loss.item()}, entropy {ent.item()}): check the rewards for NaN/inf or lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            step_metrics = {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": ent.item(),
+                            "grad_norm": float(grad_norm), **{k: v.item() for k, v in info.items()}}
+            for k, v in step_metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_updates += 1
+            if cfg.target_kl is not None and info["approx_kl"].item() > cfg.target_kl:
+                stop = True
+                break
+        if stop:
+            break
+    metrics = {k: v / max(n_updates, 1) for k, v in sums.items()}
+    metrics["epochs"] = epoch + 1
+    return metrics
 
 
 def mlp_kwargs(policy: ActorCritic) -> dict | None:

@@ -1,7 +1,7 @@
 """Stable-Baselines3's PPO on TextGen-v0: an SB3 ``ActorCriticPolicy`` around a pretrained causal LM.
 
     from stable_baselines3 import PPO as SB3PPO
-    venv = SB3VecEnvAdapter(ResponseStats(TextGenVectorEnv(num_envs=32, kl_coef=beta)))   # mode (b): no policy=
+    venv = SB3VecEnvAdapter(RecordResponseStatistics(TextGenVectorEnv(num_envs=32, kl_coef=beta)))   # mode (b): no policy=
     model = SB3PPO(SB3LMPolicy, venv, ent_coef=beta, gamma=1.0, n_steps=16,
                    policy_kwargs=dict(lm=sft_path(), sampling=venv.get_attr("sampling")[0]))
     model.learn(20_000, callback=SB3RLHFCallback())

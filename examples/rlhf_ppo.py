@@ -1,6 +1,7 @@
 """RLHF with PPO on the embedded default task: make the SFT model write reviews the gold judge prefers.
 
-    python examples/rlhf_ppo.py                        # one seed (README: how long it takes)
+    python examples/rlhf_ppo.py                        # one seed, the default budget of responses (printed)
+    python examples/rlhf_ppo.py --responses 1600       # a budget of 1,600 generated responses
     python examples/rlhf_ppo.py --seeds 0 1 2          # three seeds: mean and spread of the gold-score gain
     python examples/rlhf_ppo.py --train-reward-model   # retrain the reward model on the preference pairs first
     python examples/rlhf_ppo.py --model path/to/causal-lm --reward path/to/rm --prompts prompts.txt
@@ -8,14 +9,15 @@
 What happens (lecture slides, "RLHF and PPO"): the SFT language model is copied into the policy
 (``agents.lm.LMActorCritic``: the LM plus a zero-initialised value head on its trunk) and stays frozen as
 the reference. ``TextGen-v0`` generates one token per step; every token pays ``-beta * KL_t`` to the
-reference and the last one also gets the reward model's score. ``agents.PPO`` maximises that return and an
-adaptive controller (Ziegler et al. 2019) moves beta so the KL per response stays near ``--kl-target``.
+reference and the last one also gets the reward model's score. ``agents.rlhf.train_rlhf`` rolls out whole responses, one per env row, and
+runs PPO's update on them; an adaptive controller (Ziegler et al. 2019) moves beta so the KL per response stays near ``--kl-target``.
 
 The reward model is a proxy learnt from preference pairs; the gold judge (sentiment + fluency) is what the
 pairs were labelled with. The table compares the SFT model and the trained policy on held-out prompts:
 gold score (the real objective), RM score (what PPO optimised) and KL to the reference (what it cost).
-Outputs: outputs/rlhf_ppo/curves.png, summary.json and one folder per seed with progress.csv and the
-checkpoint (``--resume`` continues it).
+Outputs: outputs/rlhf_ppo/curves.png, summary.json (per seed: responses, generated tokens, loop seconds,
+seconds per response, gold, RM score and KL) and one folder per seed with progress.csv and the checkpoint
+(``--resume`` continues it).
 
 Stopping and resuming: Ctrl-C (or SIGTERM) lets the current iteration finish, saves a checkpoint there and
 exits (status 130 / 143) with the command that continues it; a second Ctrl-C stops at once. ``--resume``
@@ -36,6 +38,9 @@ import numpy as np
 import torch
 
 from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, evaluate, default_gold, rlhf_ppo_config, train_rlhf
+
+DEFAULTS = RLHFConfig()
+PPO_DEFAULTS = rlhf_ppo_config()
 from agents.run_guard import FolderBusyError, RunFolder, TrainingInterrupted
 from agents.utils import reproducible_cpu_kernels
 
@@ -43,13 +48,18 @@ from agents.utils import reproducible_cpu_kernels
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
-    p.add_argument("--iterations", type=int, default=100, help="PPO iterations per seed")
-    p.add_argument("--num-envs", type=int, default=32, help="responses generated in parallel")
+    p.add_argument("--responses", type=int, default=DEFAULTS.responses,
+                   help="budget per seed: generated responses to train on (whole iterations of --num-envs)")
+    p.add_argument("--num-envs", type=int, default=DEFAULTS.env.num_envs, help="responses per iteration")
     p.add_argument("--max-new-tokens", type=int, default=24, help="response length limit")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (decays linearly to 0)")
-    p.add_argument("--kl-coef", type=float, default=0.05, help="initial KL coefficient beta")
-    p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controller holds")
-    p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")
+    p.add_argument("--lr", type=float, default=PPO_DEFAULTS.learning_rate, help="Adam learning rate (decays linearly to 0)")
+    p.add_argument("--epochs", type=int, default=PPO_DEFAULTS.n_epochs, help="PPO epochs per iteration")
+    p.add_argument("--minibatches", type=int, default=PPO_DEFAULTS.n_minibatches, help="minibatches per epoch")
+    p.add_argument("--kl-coef", type=float, default=DEFAULTS.kl.init_coef, help="initial KL coefficient beta")
+    p.add_argument("--kl-target", type=float, default=DEFAULTS.kl.target, help="KL per response (nats) the controller holds")
+    p.add_argument("--kl-horizon", type=float, default=DEFAULTS.kl.horizon, help="controller horizon (responses)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="bf16 autocast in the update (CUDA, or a CPU with native bf16)")
     p.add_argument("--eval-prompts", type=int, default=256, help="held-out prompts for the before/after table")
     p.add_argument("--model", default=None, help="SFT causal LM name/path (default: the embedded one)")
     p.add_argument("--reward", default=None, help="reward model name/path (default: the embedded one)")
@@ -75,8 +85,9 @@ def make_config(args: argparse.Namespace, seed: int, reward, resume: bool = Fals
                           max_new_tokens=args.max_new_tokens, max_prompt_tokens=12,
                           device=args.device),
         kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
-        ppo=rlhf_ppo_config(n_steps=args.max_new_tokens, learning_rate=args.lr),
-        iterations=args.iterations,
+        ppo=rlhf_ppo_config(learning_rate=args.lr, n_epochs=args.epochs, n_minibatches=args.minibatches),
+        responses=args.responses,
+        mixed_precision=args.mixed_precision,
         seed=seed,
         device=args.device,
         out_dir=str(Path(args.out) / f"seed{seed}"),
@@ -165,11 +176,11 @@ def plot(histories: dict[int, list[dict]], kl_target: float, path: Path) -> None
             ("kl", "KL to reference per response (nats)"), ("kl_coef", "KL coefficient beta")]
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     for seed, h in histories.items():
-        x = [r["iteration"] for r in h]
+        x = [r["responses"] for r in h]
         for ax, (key, title) in zip(axes, keys):
             ax.plot(x, [r[key] for r in h], label=f"seed {seed}", alpha=0.8)
             ax.set_title(title)
-            ax.set_xlabel("PPO iteration")
+            ax.set_xlabel("responses")
     axes[2].axhline(kl_target, color="k", ls="--", lw=1, label="target")
     axes[2].legend()
     fig.tight_layout()
@@ -220,14 +231,19 @@ def run(args: argparse.Namespace) -> None:
     histories, runs = {}, []
     for seed in args.seeds:
         t0 = time.perf_counter()
-        print(f"--- seed {seed}: {args.iterations} iterations x {args.num_envs} responses x "
-              f"<= {args.max_new_tokens} tokens", flush=True)
-        result = train_rlhf(make_config(args, seed, reward, resume=args.resume and resumable(args, seed)))
+        config = make_config(args, seed, reward, resume=args.resume and resumable(args, seed))
+        print(f"--- seed {seed}: a budget of {config.responses} responses: {config.iterations} iterations x "
+              f"{args.num_envs} responses x <= {args.max_new_tokens} tokens", flush=True)
+        result = train_rlhf(config)
         after = evaluate(result.agent.policy, env_kwargs, prompts, gold, seed=10_000 + seed)
         histories[seed] = result.history
         final_kl = float(np.mean([h["kl"] for h in result.history[-10:]]))
+        agent = result.agent
         runs.append({
-            "seed": seed,
+            "seed": seed, "responses": agent.responses, "generated_tokens": agent.generated_tokens,
+            "loop_s": agent.loop_s, "s_per_response": agent.loop_s / max(agent.responses, 1),
+            "gold": float(np.mean(after["gold_score"])), "rm": float(np.mean(after["rm_score"])),
+            "kl": float(np.mean(after["kl"])),
             "gold_before": float(np.mean(before["gold_score"])), "gold_after": float(np.mean(after["gold_score"])),
             "rm_before": float(np.mean(before["rm_score"])), "rm_after": float(np.mean(after["rm_score"])),
             "kl_after": float(np.mean(after["kl"])), "train_kl_last10": final_kl,

@@ -58,13 +58,13 @@ def run_ours(args, gold):
 def run_sb3(args, gold, env_kwargs: dict):
     from stable_baselines3 import PPO as SB3PPO
 
-    from agents.rlhf import ResponseStats
+    from textenv.text.wrappers import RecordResponseStatistics
     from agents.sb3_lm import SB3LMPolicy, SB3RLHFCallback
     from textenv.default import sft_path
     from textenv.sb3 import SB3VecEnvAdapter
     from textenv.text.vector import TextGenVectorEnv
 
-    env = ResponseStats(TextGenVectorEnv(num_envs=args.num_envs, kl_coef=args.kl_coef, **env_kwargs))  # mode (b)
+    env = RecordResponseStatistics(TextGenVectorEnv(num_envs=args.num_envs, kl_coef=args.kl_coef, **env_kwargs))  # mode (b)
     venv = SB3VecEnvAdapter(env)
     n_steps = args.max_new_tokens
     batch = n_steps * args.num_envs

@@ -14,7 +14,6 @@ from agents.rlhf import (
     AdaptiveKLController,
     FixedKLController,
     KLConfig,
-    ResponseStats,
     RLHFConfig,
     TextEnvConfig,
     evaluate,
@@ -22,6 +21,7 @@ from agents.rlhf import (
     train_rlhf,
 )
 from textenv.text.vector import TextGenVectorEnv
+from textenv.text.wrappers import RecordResponseStatistics
 
 
 # ---------------------------------------------------------------------------------------------- controllers
@@ -51,9 +51,9 @@ def config(lm_dir, tmp_path, **kw) -> RLHFConfig:
                   max_prompt_tokens=6, device="cpu")
     env_kw.update(kw.pop("env", {}))
     defaults = dict(env=TextEnvConfig(**env_kw), kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
-                    ppo=rlhf_ppo_config(n_steps=5, n_minibatches=2, n_epochs=2, learning_rate=1e-3),
-                    iterations=4, device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=2, seed=3)
-    defaults["segment_every"] = kw.get("checkpoint_every", defaults["checkpoint_every"])  # exact resumes
+                    ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-3),
+                    device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=2, seed=3)
+    defaults["responses"] = kw.pop("iterations", 4) * env_kw["num_envs"]
     defaults.update(kw)
     return RLHFConfig(**defaults)
 
@@ -92,7 +92,7 @@ def test_resume_continues_the_same_curve(lm_dir, tmp_path):
     assert resumed.agent.iteration == 4
     h = resumed.history
     assert curve(h, "iteration") == [1, 2, 3, 4]
-    assert curve(h, "timesteps") == curve(full, "timesteps")
+    assert curve(h, "generated_tokens") == curve(full, "generated_tokens")
     for key in ("rm_score", "kl", "kl_coef", "policy_loss", "value_loss", "learning_rate"):
         np.testing.assert_allclose(curve(h, key), curve(full, key), rtol=1e-6, atol=1e-7, err_msg=key)
     assert h[-1]["samples"] == full[-1]["samples"]
@@ -177,14 +177,14 @@ def test_user_policy_class_trains_in_entropy_form(lm_dir, tmp_path):
     result = train_rlhf(cfg)
     h = result.history
     # mode (b): the env pays +beta * log pi_ref, the agent -beta * log pi; the controller moves both betas
-    beta = result.agent.env.unwrapped.kl_coef
-    assert beta != 0.1 and result.agent.config.logprob_reward_coef == beta
+    betas = curve(h, "kl_coef")
+    assert betas[0] == 0.1 and betas[-1] != 0.1 and result.agent.env.unwrapped.kl_coef == betas[-1]
     assert all(math.isfinite(x) for x in curve(h, "kl")) and all(math.isfinite(x) for x in curve(h, "rm_score"))
 
 
 def test_response_stats_sums_the_kl_and_ends_at_the_limit(lm_dir):
     ref = make_lm()
-    env = ResponseStats(TextGenVectorEnv(num_envs=3, model=ref, tokenizer=str(lm_dir), reward=length_reward,
+    env = RecordResponseStatistics(TextGenVectorEnv(num_envs=3, model=ref, tokenizer=str(lm_dir), reward=length_reward,
                                          prompts=list(PROMPTS), max_new_tokens=4, max_prompt_tokens=6,
                                          policy=make_lm(seed=5), stop_at_eos=False, device="cpu"))
     env.reset(seed=0)

@@ -29,18 +29,18 @@ from agents.run_guard import FolderBusyError, FolderLock
 REPO = Path(__file__).resolve().parents[1]
 RLHF_FORMAT = "textenv.agents.rlhf"
 # Keys that measure time, not the run: they differ between any two runs.
-TIMING = {"steps_per_s", "rollout_s", "update_s", "tokens_per_s", "gold_s"}
+TIMING = {"steps_per_s", "rollout_s", "update_s", "tokens_per_s", "gold_s", "loop_s"}
 
 
 def config(lm_dir, out_dir, **kw) -> RLHFConfig:
     """A tiny RLHF run (the one of tests/test_rlhf.py) writing to ``out_dir``."""
     env = TextEnvConfig(model=str(lm_dir), reward=kw.pop("reward", length_reward), prompts=list(PROMPTS),
                         num_envs=4, max_new_tokens=5, max_prompt_tokens=6, device="cpu")
+    anneal = kw.pop("anneal_lr", True)
     defaults = dict(env=env, kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
-                    ppo=rlhf_ppo_config(n_steps=5, n_minibatches=2, n_epochs=2, learning_rate=1e-3),
-                    iterations=4, device="cpu", out_dir=str(out_dir), checkpoint_every=2, seed=3)
-    # Fresh episodes at every checkpoint, so a resume from any of them continues the curve exactly.
-    defaults["segment_every"] = kw.get("checkpoint_every", defaults["checkpoint_every"])
+                    ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-3, anneal_lr=anneal),
+                    device="cpu", out_dir=str(out_dir), checkpoint_every=2, seed=3)
+    defaults["responses"] = kw.pop("iterations", 4) * env.num_envs
     return RLHFConfig(**{**defaults, **kw})
 
 
@@ -132,7 +132,7 @@ def test_a_signal_stops_after_the_iteration_saves_and_resume_continues(lm_dir, t
 def test_ctrl_c_in_the_example_says_how_to_resume_and_resume_starts_missing_seeds(tmp_path):
     """examples/rlhf_ppo.py on the embedded task, tiny: Ctrl-C, then --resume with a seed never started."""
     out = tmp_path / "out"
-    args = [sys.executable, "examples/rlhf_ppo.py", "--iterations", "6", "--num-envs", "4", "--max-new-tokens", "4",
+    args = [sys.executable, "examples/rlhf_ppo.py", "--responses", "24", "--num-envs", "4", "--max-new-tokens", "4",
             "--eval-prompts", "4", "--log-every", "1", "--checkpoint-every", "50", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
                             env=python_env())
@@ -298,8 +298,8 @@ def test_resume_drops_progress_rows_past_the_checkpoint(lm_dir, tmp_path):
 def test_resume_with_other_settings_is_refused_with_what_differs(lm_dir, tmp_path):
     out_dir = tmp_path / "run"
     train_rlhf(config(lm_dir, out_dir), callback=stop_at(2))
-    with pytest.raises(ValueError, match=r"settings differ from the checkpoint's: iterations \(checkpoint 4, now 6\) "
-                                         r"\(with lr_schedule='linear' the learning rate decays"):
+    with pytest.raises(ValueError, match=r"settings differ from the checkpoint's: responses \(checkpoint 16, now 24\) "
+                                         r"\(with ppo.anneal_lr the learning rate decays"):
         train_rlhf(config(lm_dir, out_dir, iterations=6, resume=True))
     other = config(lm_dir, out_dir, resume=True, kl=KLConfig(init_coef=0.1, target=2.0, horizon=20.0))
     other.ppo.learning_rate = 5e-4
@@ -313,8 +313,8 @@ def test_resume_with_other_settings_is_refused_with_what_differs(lm_dir, tmp_pat
 
 def test_a_constant_rate_run_may_be_extended(lm_dir, tmp_path):
     out_dir = tmp_path / "run"
-    train_rlhf(config(lm_dir, out_dir, iterations=2, lr_schedule="constant"))
-    longer = train_rlhf(config(lm_dir, out_dir, iterations=4, lr_schedule="constant", resume=True))
+    train_rlhf(config(lm_dir, out_dir, iterations=2, anneal_lr=False))
+    longer = train_rlhf(config(lm_dir, out_dir, iterations=4, anneal_lr=False, resume=True))
     assert [h["iteration"] for h in longer.history] == [1, 2, 3, 4]
     assert {h["learning_rate"] for h in longer.history} == {1e-3}
 
@@ -339,7 +339,7 @@ def test_a_raising_reward_function_is_reported_with_its_iteration(lm_dir, tmp_pa
     with pytest.raises(RuntimeError) as err:
         train_rlhf(config(lm_dir, tmp_path / "run", reward=remote_reward), callback=server_goes_down_after_2)
     message = str(err.value)
-    assert re.search(r"RLHF training stopped at iteration 3: PPO rollout failed at iteration 3: .*RewardServerDown"
+    assert re.search(r"RLHF training stopped at iteration 3: the reward function .*RewardServerDown"
                      r".*connection refused.*\(the last good checkpoint \S+ \(iteration 2\) is kept\)",
                      message), message
     assert isinstance(err.value.__cause__.__cause__, (RewardServerDown, RuntimeError))

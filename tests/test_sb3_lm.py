@@ -8,7 +8,7 @@ from stable_baselines3 import PPO as SB3PPO
 from text_fixtures import *  # noqa: F401,F403
 from text_fixtures import PROMPTS, length_reward
 
-from agents.rlhf import ResponseStats
+from textenv.text.wrappers import RecordResponseStatistics
 from agents.sb3_lm import SB3LMPolicy, SB3RLHFCallback
 from textenv.sb3 import SB3VecEnvAdapter
 from textenv.text.vector import TextGenVectorEnv
@@ -18,7 +18,7 @@ from textenv.text.vector import TextGenVectorEnv
 def venv(lm_dir):
     env = TextGenVectorEnv(num_envs=4, model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS),
                            max_new_tokens=5, max_prompt_tokens=6, top_k=20, kl_coef=0.05, device="cpu")
-    return SB3VecEnvAdapter(ResponseStats(env))
+    return SB3VecEnvAdapter(RecordResponseStatistics(env))
 
 
 def test_sb3_ppo_runs_updates_with_the_lm_policy(lm_dir, venv):

@@ -181,8 +181,13 @@ class TextGenCore:
 
     @kl_coef.setter
     def kl_coef(self, value: float) -> None:
+        self._kl_coef = self.check_kl_coef(value)
+
+    @staticmethod
+    def check_kl_coef(value, name: str = "kl_coef") -> float:
+        """``value`` as a float when it is a valid beta (finite, in [0, MAX_KL_COEF]); else a ValueError / TypeError."""
         why = " (MAX_KL_COEF: larger ones overflow the float32 penalty)"
-        self._kl_coef = check_real("kl_coef", value, low=0.0, high=MAX_KL_COEF, why=why)
+        return check_real(name, value, low=0.0, high=MAX_KL_COEF, why=why)
 
     # -- prompts ----------------------------------------------------------------------------------
 

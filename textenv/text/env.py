@@ -120,8 +120,9 @@ class TextGenEnv(gym.Env):
     - ``ref_model``: a separate frozen reference (name, path or module).
     - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
       model's positions.
-    - ``kl_coef``: a finite number in ``[0, 1e6]`` (``core.MAX_KL_COEF``; also a settable attribute, checked the
-      same way, for adaptive KL controllers: ``env.unwrapped.kl_coef = 0.1``),
+    - ``kl_coef``: a finite number in ``[0, 1e6]`` (``core.MAX_KL_COEF``). An adaptive KL controller hands
+      the env its new beta with the next reset, ``reset(options={"kl_coef": 0.1})``, checked the same way; it
+      holds from that reset on (the attribute ``env.unwrapped.kl_coef`` can also be set),
       ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``textenv.text.kl``).
     - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with;
       ``temperature >= 1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits).
@@ -204,7 +205,9 @@ class TextGenEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         # All or nothing: the seed, the options and the prompt are checked before the episode changes.
         seed = check_seed(seed)
-        prompt = check_options(options, ("prompt",)).get("prompt")
+        options = check_options(options, ("prompt", "kl_coef"))
+        prompt = options.get("prompt")
+        kl_coef = None if "kl_coef" not in options else self.core.check_kl_coef(options["kl_coef"], "options['kl_coef']")
         encoded = None if prompt is None else self.core.encode_prompt(prompt)
         before = self._np_random, self._np_random_seed
         try:  # a drawn prompt may still fail to encode: then the generator is the old one, in its old state
@@ -215,6 +218,8 @@ class TextGenEnv(gym.Env):
         except BaseException:
             self._np_random, self._np_random_seed = before
             raise
+        if kl_coef is not None:
+            self.core.kl_coef = kl_coef
         (text,) = self.core.start_rows([0], [encoded])
         self._ended = False
         if self.render_mode == "human":

@@ -32,13 +32,14 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
 
     Reset options: ``{"prompt": p}`` (every reset row starts from ``p``) or ``{"prompts": [p_0, ..., p_N-1]}``
     (a list of one per row, not a bare string; the entries of rows that are not reset are not read), and
-    Gymnasium's ``{"reset_mask": bool array (N,)}`` to reset only some rows. ``seed``: None, an int >= 0
+    Gymnasium's ``{"reset_mask": bool array (N,)}`` to reset only some rows, and ``{"kl_coef": beta}``: the
+    KL coefficient of every row from this reset on (how a KL controller hands the env its beta). ``seed``: None, an int >= 0
     (row ``i`` gets ``seed + i``) or a list of N entries, each None or an int >= 0. ``num_envs`` is at most
     ``loading.MAX_NUM_ENVS`` (65,536). Like the single env, every call is all or nothing: it raises before
     any row changes.
     """
 
-    OPTIONS = ("prompt", "prompts", "reset_mask")
+    OPTIONS = ("prompt", "prompts", "reset_mask", "kl_coef")
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -82,6 +83,7 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
         seeds = check_row_seeds(seed, self.num_envs)
         options = check_options(options, self.OPTIONS)
         rows = self._rows_to_reset(options.get("reset_mask"))
+        kl_coef = None if "kl_coef" not in options else self.core.check_kl_coef(options["kl_coef"], "options['kl_coef']")
         encoded = {i: self.core.encode_prompt(p) for i, p in self._given_prompts(options, rows).items()}
         fresh = {i: seeding.np_random(seeds[i]) for i in rows if seeds[i] is not None or self._rngs[i] is None}
         draw = [i for i in rows if i not in encoded]
@@ -91,6 +93,8 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
                 encoded[i] = self.core.encode_prompt(self.core.sample_prompt(rngs[i]))
         for i, (rng, row_seed) in fresh.items():
             self._rngs[i], self._seeds[i] = rng, row_seed
+        if kl_coef is not None:
+            self.core.kl_coef = kl_coef
         texts = self.core.start_rows(rows, [encoded[i] for i in rows])
         info = self._masked({"prompt": self._per_row(rows, texts)}, rows)
         if self.render_mode == "human":

@@ -1,0 +1,209 @@
+"""The settings of an RLHF run: the task, the KL penalty, PPO's update, the budget and the bookkeeping.
+
+Every knob is one field with one default; ``run_settings`` flattens a config to the plain data a checkpoint
+keeps, so a resume with other settings is refused with the list of differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.kl_control import AdaptiveKLController, FixedKLController
+from agents.policies import ActorCritic
+from agents.ppo import PPOConfig
+from textenv.checks import check_int
+
+# PPOConfig fields the RLHF loop has no use for: its rollout is one whole response per row.
+NOT_FOR_RLHF = {
+    "n_steps": "a rollout is one whole response per row: set env.num_envs (responses per iteration) and "
+               "env.max_new_tokens (their length limit)",
+    "minibatch_by": "minibatches always hold whole responses",
+    "logprob_reward_coef": "beta has one owner, config.kl (mode b's -beta * log pi is paid by the rollout)",
+    "log_dir": "use out_dir",
+}
+
+
+def rlhf_ppo_config(**overrides) -> PPOConfig:
+    """PPO's update settings for text (the defaults of ``RLHFConfig.ppo``, chosen with benchmarks/sweep_rlhf.py):
+    gamma = 1 (the score arrives on the last token), lambda = 0.95, no entropy bonus, clipped value loss,
+    whitened advantages, gradient clipping, the learning rate decaying linearly to 0 over the budget."""
+    defaults = dict(n_epochs=4, n_minibatches=4, learning_rate=3e-4, anneal_lr=True, gamma=1.0, gae_lambda=0.95,
+                    clip_coef=0.2, clip_vloss=True, vf_coef=0.5, ent_coef=0.0, norm_adv=True,
+                    norm_adv_over="minibatch", max_grad_norm=1.0, progress_bar=False)
+    return PPOConfig(**{**defaults, **overrides})
+
+
+@dataclass
+class TextEnvConfig:
+    """The TextGen-v0 task: models, reward, prompts and the sampling distribution."""
+
+    model: Any = None
+    """SFT / reference causal LM (name, path or module); the policy starts as a copy. None: the embedded default."""
+    reward: Any = None
+    """reward model (name, path, module) or a Python function (prompts, completions) -> scores. None: the default RM."""
+    prompts: Any = None
+    """training prompts (list, dataset or path). None: the default task's train split."""
+    num_envs: int = 32
+    """episodes generated in parallel (rows of the vector env)"""
+    max_new_tokens: int = 16
+    """response length limit (tokens)"""
+    max_prompt_tokens: int = 12
+    """prompt budget (tokens); longer prompts are cut from the left"""
+    temperature: float = 1.0
+    """sampling temperature, for the policy and the reference alike"""
+    top_k: int = 0
+    """policy-side top-k (0: off)"""
+    top_p: float = 1.0
+    """policy-side nucleus (1.0: off)"""
+    kl_estimator: str = "k1"
+    """per-token KL estimator of the env's penalty (textenv.text.kl)"""
+    device: str = "auto"
+    """where the env's reference and reward model run"""
+
+    def env_kwargs(self) -> dict:
+        """Keyword arguments of TextGenVectorEnv (without num_envs and policy)."""
+        out = {k: getattr(self, k) for k in ("model", "reward", "prompts", "max_new_tokens", "max_prompt_tokens",
+                                             "temperature", "top_k", "top_p", "kl_estimator", "device")}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass
+class KLConfig:
+    """The KL penalty's coefficient beta and how it moves."""
+
+    init_coef: float = 0.1
+    """beta at the start (0 switches the penalty off: the reward-hacking experiment)"""
+    target: float | None = 4.0
+    """KL per episode (nats) the adaptive controller holds; None keeps beta fixed"""
+    horizon: float = 2000.0
+    """episodes over which the controller spreads a full 20% correction"""
+
+    def controller(self):
+        if self.target is None or self.init_coef == 0:
+            return FixedKLController(self.init_coef)
+        return AdaptiveKLController(self.init_coef, self.target, self.horizon)
+
+
+@dataclass
+class RLHFConfig:
+    """One RLHF run: the task, the KL control, PPO's update, the budget and the bookkeeping."""
+
+    env: TextEnvConfig = field(default_factory=TextEnvConfig)
+    """the TextGen-v0 task; ``env.num_envs`` is the number of responses per iteration"""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """the KL penalty"""
+    ppo: PPOConfig = field(default_factory=rlhf_ppo_config)
+    """PPO's update (epochs, minibatches of whole responses, learning rate and its annealing, losses);
+    n_steps, minibatch_by, logprob_reward_coef and log_dir do not apply (a ValueError says why)"""
+    responses: int = 3200
+    """the budget: generated responses to train on (whole iterations of env.num_envs responses)"""
+    critic: str = "shared"
+    """'shared' value head on the policy's trunk, or 'separate' trunk initialised from critic_model"""
+    critic_model: Any = None
+    """the separate critic's starting trunk (e.g. the reward model); None: a copy of the policy"""
+    policy: ActorCritic | None = None
+    """your own ActorCritic instead of an LMActorCritic; without next_token_logits it runs in mode (b)"""
+    gold: Any = "default"
+    """(prompts, completions) -> true scores, or None; 'default': the embedded task's judge when env.model is None"""
+    seed: int = 0
+    """seeds the policy's sampling, the prompts drawn and the minibatch order (each iteration from its own seed)"""
+    device: str = "auto"
+    """the policy's device"""
+    mixed_precision: bool = False
+    """bf16 autocast in the update (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX)"""
+    out_dir: str | None = None
+    """where checkpoint.pt and progress.csv go (None: nowhere); checked for writability and locked for the run"""
+    checkpoint_every: int = 1
+    """iterations between checkpoints (with an out_dir): a run killed even by ``kill -9`` loses at most this
+    many; progress.csv is rewritten after each one"""
+    resume: bool = False
+    """continue from out_dir/checkpoint.pt, with the same settings (FileNotFoundError when there is none yet)"""
+    n_samples: int = 3
+    """completions kept per iteration in the history"""
+    log_every: int = 0
+    """print a metrics line every this many iterations (0: silent)"""
+
+    @property
+    def iterations(self) -> int:
+        """rollout + update rounds the budget buys: ceil(responses / env.num_envs)"""
+        return math.ceil(self.responses / self.env.num_envs)
+
+    def check(self) -> None:
+        """Raise ValueError / TypeError on settings that cannot run, before any work."""
+        check_int("responses", self.responses)
+        check_int("checkpoint_every", self.checkpoint_every)
+        check_int("env.num_envs", self.env.num_envs)
+        if self.resume and not self.out_dir:
+            raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
+        if self.critic not in ("shared", "separate"):
+            raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
+        defaults = PPOConfig()
+        for name, why in NOT_FOR_RLHF.items():
+            if getattr(self.ppo, name) != getattr(defaults, name):
+                raise ValueError(f"ppo.{name}={getattr(self.ppo, name)!r} does not apply to train_rlhf: {why}")
+
+
+# Settings that do not change what a run computes: a resume may change them.
+RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "checkpoint_every", "log_every", "n_samples", "device",
+                               "env.device", "ppo.progress_bar"})
+
+
+def run_settings(config: "RLHFConfig") -> dict[str, Any]:
+    """The settings that shape a run's numbers, flattened (``"ppo.learning_rate": 1e-4``), as plain data.
+
+    ``responses`` (the budget) counts only with ``ppo.anneal_lr``, where the learning rate decays to 0 over
+    it; a constant-rate run may be resumed for a larger budget.
+    """
+    settings = _flatten_settings(config, "")
+    if not config.ppo.anneal_lr:
+        del settings["responses"]
+    return settings
+
+
+def _flatten_settings(obj, prefix: str) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        key, value = prefix + f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(_flatten_settings(value, key + "."))
+        elif key not in RESUME_MAY_CHANGE:
+            out[key] = describe_setting(value)
+    return out
+
+
+def describe_setting(value) -> Any:
+    """A plain-data stand-in for a setting (loadable with weights_only=True): numbers and strings as they
+    are, long lists by length and digest, models and functions by their class or qualified name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        items = [describe_setting(v) for v in value]
+        if len(items) <= 8:
+            return items
+        return f"<{len(items)} items, sha256 {hashlib.sha256(repr(items).encode()).hexdigest()[:16]}>"
+    if isinstance(value, dict):
+        return {str(k): describe_setting(v) for k, v in value.items()}
+    kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
+    return f"<{kind.__module__}.{kind.__qualname__}>"
+
+
+def check_same_settings(saved: dict | None, now: dict, path) -> None:
+    """Refuse to resume with settings other than the checkpoint's (version-1 checkpoints recorded none)."""
+    if saved is None:
+        return
+    missing = "<not set>"
+    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k, missing) != now.get(k, missing)]
+    if not keys:
+        return
+    differ = "; ".join(f"{k} (checkpoint {saved.get(k, missing)!r}, now {now.get(k, missing)!r})" for k in keys)
+    why = (" (with ppo.anneal_lr the learning rate decays to 0 over the `responses` budget: another value "
+           "would change the schedule mid-run; a constant rate, anneal_lr=False, may be extended)") if "responses" in keys else ""
+    raise ValueError(f"cannot resume from {path}: this run's settings differ from the checkpoint's: {differ}{why}. "
+                     "Resume with the checkpoint's settings, or start a fresh run in another out_dir")

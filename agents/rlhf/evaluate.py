@@ -1,0 +1,41 @@
+"""Held-out evaluation: one sampled response per prompt, scored by the reward model, the gold judge and the KL."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from agents.rlhf.responses import collect_responses
+from textenv.text.decoding import IncrementalLM
+
+
+@torch.no_grad()
+def evaluate(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | None = None, seed: int = 0) -> dict:
+    """Sample one completion per prompt and score it: RM score, gold score, KL to the reference per response.
+
+    Runs its own TextGen vector env in mode (a) with ``env_kwargs`` (the training env's arguments), so the
+    KL is the env's own per-token estimate summed over the response. Sampling uses a private generator
+    seeded with ``seed``: evaluating never moves the training run's random state.
+
+    Args:
+        policy: an ``LMActorCritic``, anything with ``next_token_logits``, or a causal LM module.
+    Returns:
+        dict of lists / arrays: prompt, completion, rm_score, gold_score (NaN without a judge), kl, tokens.
+    """
+    from textenv.text.vector import TextGenVectorEnv
+
+    runner = policy if hasattr(policy, "next_token_logits") else IncrementalLM(policy)
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "prompts"}
+    beta = kwargs.pop("kl_coef", 0.0)  # evaluation reports the KL itself: the reward's beta does not matter
+    env = TextGenVectorEnv(num_envs=len(prompts), policy=runner, prompts=list(prompts), **kwargs)
+    try:
+        device = next(policy.parameters()).device if isinstance(policy, torch.nn.Module) else torch.device(runner.device)
+        generator = torch.Generator(device).manual_seed(seed)
+        batch = collect_responses(env, runner, beta, seed, generator, device, prompts=prompts)
+    finally:
+        env.close()
+    gold = np.asarray(gold_fn(batch.prompts, batch.texts), dtype=float) if gold_fn else np.full(len(prompts), np.nan)
+    return {"prompt": batch.prompts, "completion": batch.texts, "rm_score": batch.scores, "gold_score": gold,
+            "kl": batch.kl_per_response().cpu().numpy(), "tokens": batch.lengths.cpu().numpy()}

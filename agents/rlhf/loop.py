@@ -1,0 +1,221 @@
+"""``train_rlhf``: RLHF with PPO on TextGen-v0, one iteration in numbered steps.
+
+Each iteration: (1) roll out one whole response per env row, (2) the rewards the env paid, (3) GAE over each
+response, (4) PPO's update (``agents.ppo.ppo_update``, the gridworld's own) on minibatches of whole
+responses, (5) the iteration's metrics, (6) the KL controller's next beta, (7) the learning rate, the
+checkpoint and progress.csv. The shape follows CleanRL's ppo.py and lm-human-preference-details'
+``train_policy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from agents import functional as F
+from agents.lm import LMActorCritic
+from agents.logger import write_progress
+from agents.policies import ActorCritic
+from agents.ppo import ppo_update
+from agents.rlhf.checkpoint import read_rlhf_checkpoint, restore_rlhf_checkpoint, save_rlhf_checkpoint
+from agents.rlhf.config import RLHFConfig, run_settings
+from agents.rlhf.metrics import format_metrics, response_metrics
+from agents.rlhf.responses import collect_responses, score_responses
+from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
+from agents.utils import resolve_device, seed_everything
+from textenv.text.sampling import SamplingConfig
+
+
+@dataclass
+class RLHFAgent:
+    """What trains: the policy (LM + value head), its optimizer, the env it acts in, and the counters."""
+
+    policy: ActorCritic
+    optimizer: torch.optim.Optimizer
+    env: object
+    device: torch.device
+    iteration: int = 0
+    """iterations done"""
+    responses: int = 0
+    """responses trained on"""
+    generated_tokens: int = 0
+    """tokens generated, the dropped partial responses included"""
+    loop_s: float = 0.0
+    """seconds spent in rollouts and updates (evaluation and checkpoints excluded)"""
+
+    def counters(self) -> dict:
+        return {k: getattr(self, k) for k in ("iteration", "responses", "generated_tokens", "loop_s")}
+
+    def set_counters(self, counters: dict) -> None:
+        for k in ("iteration", "responses", "generated_tokens"):
+            setattr(self, k, int(counters[k]))
+        self.loop_s = float(counters["loop_s"])
+
+
+@dataclass
+class RLHFResult:
+    agent: RLHFAgent
+    history: list[dict]
+    checkpoint: Path | None
+
+
+def default_gold(config: RLHFConfig) -> Callable | None:
+    if callable(config.gold):
+        return config.gold
+    if config.gold == "default" and config.env.model is None:  # the embedded SFT model writes reviews: judge them
+        from textenv.default import gold_score
+
+        return gold_score
+    return None
+
+
+def make_policy(config: RLHFConfig, sampling: SamplingConfig) -> ActorCritic:
+    """Your ``config.policy``, or an LMActorCritic copy of the SFT model sampling with ``sampling``."""
+    if config.policy is not None:
+        return config.policy
+    model = config.env.model
+    if model is None:
+        from textenv.default import sft_path
+
+        model = sft_path()
+    elif isinstance(model, torch.nn.Module):
+        model = copy.deepcopy(model)  # the env keeps the original as the frozen reference
+    return LMActorCritic(model, sampling=sampling, critic=config.critic, critic_model=config.critic_model,
+                         device=config.device, mixed_precision=config.mixed_precision)
+
+
+def make_env(config: RLHFConfig, policy=None):
+    """The training vector env: mode (a) when ``policy`` has next_token_logits (the env reads its forward)."""
+    from textenv.text.vector import TextGenVectorEnv
+
+    kwargs = config.env.env_kwargs()
+    return TextGenVectorEnv(num_envs=config.env.num_envs, policy=policy, kl_coef=config.kl.init_coef, **kwargs)
+
+
+def iteration_seed(seed: int, iteration: int, num_envs: int) -> int:
+    """The seed of iteration ``iteration``'s prompts, samples and minibatches: a function of the run's seed
+    and the iteration only (row i of the env draws with this + i, so the rows of two iterations never share one)."""
+    return seed * 1_000_003 + iteration * num_envs
+
+
+def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResult:
+    """Run (or resume) RLHF with PPO; returns the agent, the per-iteration history and the checkpoint path.
+
+    ``callback(agent, metrics) -> False`` stops early and writes a checkpoint there. With an out_dir, SIGINT
+    (Ctrl-C) or SIGTERM stops the same way at the end of the current iteration, then raises
+    ``TrainingInterrupted`` (a KeyboardInterrupt) naming the iteration and the checkpoint. A resume from any
+    checkpoint continues the uninterrupted curve.
+
+    Raises:
+        ValueError / TypeError: settings that cannot run (checked before any work).
+        OSError: out_dir is not writable (checked before any work), or writing a file failed (the message
+            names it; the last good checkpoint is kept).
+        FolderBusyError: another live run writes to out_dir.
+        FileNotFoundError: ``resume=True`` but out_dir holds no checkpoint yet.
+        ValueError: a corrupt or damaged checkpoint, or resume settings that differ from the checkpoint's.
+        FloatingPointError / ValueError / RuntimeError: training failed (loss or reward not finite, a reward
+            function raised); the message gives the iteration and says where the last good checkpoint is.
+        TrainingInterrupted: stopped by a signal, after writing the checkpoint.
+    """
+    config.check()
+    if config.out_dir is None:
+        return _train(config, callback, None)
+    with RunFolder(config.out_dir, "out_dir"):  # before any work: writable, and no other live run writes there
+        return _train(config, callback, Path(config.out_dir))
+
+
+def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) -> RLHFResult:
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    settings = run_settings(config)
+    # A resume reads its checkpoint first: a missing, damaged or mismatched one fails before any model loads.
+    resumed = read_rlhf_checkpoint(ckpt_path, settings) if config.resume else None
+
+    # Set-up: the policy first (the env reads its forward in mode a), then the env, optimizer and controller.
+    seed_everything(config.seed)
+    policy = make_policy(config, SamplingConfig(config.env.temperature, config.env.top_k, config.env.top_p))
+    mode_b = not hasattr(policy, "next_token_logits")
+    device = resolve_device(config.device)
+    policy.to(device)
+    env = make_env(config, None if mode_b else policy)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5)
+    agent = RLHFAgent(policy, optimizer, env, device)
+    controller = config.kl.controller()
+    history: list = []
+    if resumed is not None:
+        history = restore_rlhf_checkpoint(resumed, agent, controller, ckpt_path)
+        if history and out_dir is not None:  # drop rows a crashed run wrote past its checkpoint
+            write_progress(out_dir / "progress.csv", history)
+    gold_fn, ppo, total = default_gold(config), config.ppo, config.iterations
+    signals = StopSignals() if ckpt_path is not None else None  # without out_dir Ctrl-C stops at once
+    saved_at = agent.iteration if resumed is not None else None
+
+    with signals or contextlib.nullcontext():
+        while agent.iteration < total:
+            it = agent.iteration
+            seed = iteration_seed(config.seed, it, env.num_envs)
+            lr = ppo.learning_rate * (1.0 - it / total) if ppo.anneal_lr else ppo.learning_rate
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            try:
+                # 1. rollout: one whole response per row, paid with the controller's beta
+                start = time.perf_counter()
+                policy.eval()
+                generator = torch.Generator(device).manual_seed(seed)
+                batch = collect_responses(env, policy, controller.value, seed, generator, device, mode_b=mode_b)
+                rollout_s = time.perf_counter() - start
+                # 2. rewards: what the env paid each token, -beta * KL_t, plus the RM score on the last one
+                rewards, mask = batch.rewards, batch.response_mask
+                # 3. advantages: GAE within each response, nothing bootstrapped past its last token
+                advantages, returns = F.response_gae(rewards, batch.values, mask, ppo.gamma, ppo.gae_lambda)
+                # 4. update: PPO epochs over minibatches of whole responses, one forward per response
+                policy.train()
+                order = torch.Generator().manual_seed(seed)
+                n_mb = min(ppo.n_minibatches, env.num_envs)
+                minibatches = lambda: torch.randperm(env.num_envs, generator=order).to(device).chunk(n_mb)  # noqa: E731
+                data = {"logprobs": batch.logprobs, "values": batch.values, "advantages": advantages,
+                        "returns": returns, "mask": mask}
+                score = lambda rows: score_responses(policy, batch, rows, ppo.ent_coef != 0)  # noqa: E731
+                update = ppo_update(policy, optimizer, ppo, data, minibatches, score, f"iteration {it + 1}")
+                update_s = time.perf_counter() - start - rollout_s
+
+                # 5. metrics of the iteration
+                agent.iteration += 1
+                agent.responses += env.num_envs
+                agent.generated_tokens += batch.generated_tokens
+                agent.loop_s += rollout_s + update_s
+                stats = response_metrics(batch, gold_fn, config.n_samples)
+                metrics = {"iteration": agent.iteration, "responses": agent.responses, **update,
+                           **{k: v for k, v in stats.items() if k != "samples"},
+                           "explained_variance": F.explained_variance(batch.values, returns, mask),
+                           "generated_tokens": agent.generated_tokens, "tokens_per_s": batch.generated_tokens / (rollout_s + update_s),
+                           "rollout_s": rollout_s, "update_s": update_s, "loop_s": agent.loop_s, "learning_rate": lr}
+                history.append({**metrics, "samples": stats["samples"]})
+                if config.log_every and (agent.iteration % config.log_every == 0 or agent.iteration == total):
+                    print(format_metrics(metrics, total), flush=True)
+
+                # 6. KL controller: the next rollout's beta, from this one's KL per response
+                controller.update(metrics["kl"], env.num_envs)
+
+                # 7. checkpoint and progress.csv when due (progress.csv after the checkpoint: never ahead of it)
+                stop = callback is not None and callback(agent, metrics) is False
+                stop = stop or (signals is not None and signals.received is not None)
+                due = agent.iteration % config.checkpoint_every == 0 or agent.iteration == total or stop
+                if ckpt_path is not None and due:
+                    save_rlhf_checkpoint(ckpt_path, agent, controller, history, settings)
+                    saved_at = agent.iteration
+                    write_progress(out_dir / "progress.csv", history)
+            except Exception as e:
+                kept = (f"the last good checkpoint {ckpt_path} (iteration {saved_at}) is kept" if saved_at is not None
+                        else "this run had written no checkpoint yet")
+                raise with_context(e, f"RLHF training stopped at iteration {it + 1}", kept) from e
+            if stop:
+                break
+    if signals is not None and signals.received is not None:
+        raise TrainingInterrupted(signals.received, agent.iteration, ckpt_path)
+    return RLHFResult(agent, history, ckpt_path)
