@@ -1,18 +1,24 @@
-"""One RLHF PPO iteration (rollout + update): agents.PPO + agents.lm against stable-baselines3's PPO.
+"""One RLHF PPO iteration (rollout + update) of agents.rlhf.train_rlhf, split into its pieces, against SB3's PPO.
 
     python benchmarks/bench_rlhf_iteration.py                               # 64 prompts x 32 new tokens
     python benchmarks/bench_rlhf_iteration.py --num-envs 16 --max-new-tokens 8 --model path/to/lm --reward path/to/rm
+    python benchmarks/bench_rlhf_iteration.py --mixed-precision --skip-sb3  # bf16 autocast in our update
+    python benchmarks/bench_rlhf_iteration.py --num-envs 8 --max-new-tokens 4 --epochs 1   # tiny: checks it runs
 
-Both sides generate the same number of tokens with the same LM, reference, reward model, epochs and
-number of minibatches, after one untimed warm-up iteration each:
+Both sides generate the same number of tokens (fixed-length responses: EOS does not end them) with the
+same LM, reference, reward model, epochs and number of minibatches, after ``--warmup`` untimed iterations:
 
-- agents.PPO: ``LMActorCritic`` in mode (a): one KV-cached forward per token, shared with the env's KL
-  (memo hit); the update scores each episode with one forward over its whole sequence.
+- ours: ``train_rlhf`` itself, its timed iterations instrumented from the callback. The rollout is
+  ``collect_responses``: one whole response per env row, ``LMActorCritic`` in mode (a), one KV-cached
+  forward per token shared with the env's KL (memo hit). The update is GAE and ``ppo_update`` on
+  minibatches of whole responses, each scored with one forward (``LMActorCritic.score_responses``).
 - SB3: ``SB3LMPolicy`` in mode (b): a full forward over the (B, L) window per step while acting, and one
   row per step in the update (SB3's minibatches are shuffled steps).
 
-Printed: tokens/s of each and their ratio, and where an iteration's time goes (policy generation, reference
-forward, reward model, the rest of the env, the update), so the slowest part is visible.
+Printed: tokens/s of each and ours / SB3, the rollout and update halves and their ratios, and where each
+iteration's time goes, so the slowest part is visible. Ours: policy forward (sampling), reference
+forward, reward model, the rest of the rollout (env bookkeeping, per-token KL, sampling, decoding), the
+update's scoring forwards, its Adam steps, and the rest of the update (backward, losses, GAE, clipping).
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
+
+from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
 
 
 class Timers:
@@ -60,15 +69,17 @@ def instrument_env(env, timers: Timers) -> None:
     core.reward_fn = TimedCallable(core.reward_fn, timers, "reward model")
 
 
+@dataclass
+class FixedLengthEnv(TextEnvConfig):
+    """The task with responses that always run ``max_new_tokens`` tokens: both sides generate exactly T x N."""
+
+    def env_kwargs(self) -> dict:
+        return {**super().env_kwargs(), "stop_at_eos": False}
+
+
 def env_kwargs(args) -> dict:
-    kw = dict(max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, device=args.device,
-              kl_coef=0.05, stop_at_eos=False)  # full-length responses: both sides generate exactly T x N tokens
-    if args.model:
-        kw["model"] = args.model
-    if args.reward:
-        kw["reward"] = args.reward
-    if args.prompts:
-        kw["prompts"] = args.prompts
+    kw = dict(max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, device=args.device)
+    kw.update({k: getattr(args, k) for k in ("model", "reward", "prompts") if getattr(args, k)})
     return kw
 
 
@@ -81,40 +92,60 @@ def sft(args) -> str:
 
 
 def bench_ours(args) -> dict:
-    from agents import PPO
-    from agents.lm import LMActorCritic
-    from agents.rlhf import ResponseStats, rlhf_ppo_config
-    from textenv.text.sampling import SamplingConfig
-    from textenv.text.vector import TextGenVectorEnv
+    """train_rlhf for warmup + timed iterations; the callback of the last warm-up one installs the timers."""
+    config = RLHFConfig(
+        env=FixedLengthEnv(num_envs=args.num_envs, **env_kwargs(args)),
+        kl=KLConfig(init_coef=0.05, target=None),  # a fixed beta, as the SB3 side pays
+        ppo=rlhf_ppo_config(n_epochs=args.epochs, n_minibatches=args.minibatches, anneal_lr=False),
+        responses=(args.warmup + args.iterations) * args.num_envs,
+        gold=None, seed=0, device=args.device, mixed_precision=args.mixed_precision,
+    )
+    timers, timed, forwards = Timers(), defaultdict(float), {}
 
-    policy = LMActorCritic(sft(args), sampling=SamplingConfig(), device=args.device)
-    env = ResponseStats(TextGenVectorEnv(num_envs=args.num_envs, policy=policy, **env_kwargs(args)))
-    cfg = rlhf_ppo_config(n_steps=args.max_new_tokens, n_epochs=args.epochs, n_minibatches=args.minibatches)
-    agent = PPO(env, policy=policy, seed=0, device=args.device, config=cfg)
-    batch = args.max_new_tokens * args.num_envs
-    agent.learn(batch)  # warm-up
-    timers = Timers()
-    instrument_env(env, timers)
-    policy.act = timers.wrap(policy.act, "policy generation")
-    seen = {}
-    agent.learn(batch, callback=lambda a, m: seen.update(m))
-    total = seen["rollout_s"] + seen["update_s"]
-    split = dict(timers.seconds)
-    split["env (KL, text, bookkeeping)"] = seen["rollout_s"] - sum(split.values())
-    split["update"] = seen["update_s"]
-    return {"tokens_per_s": batch / total, "total_s": total, "split": split, "policy_forwards": policy.incremental.stats}
+    def instrument(agent) -> None:
+        policy = agent.policy
+        instrument_env(agent.env, timers)
+        # Instance attributes win over the class's: nn.Module.__call__ and score_responses() find the timed ones.
+        policy.forward = timers.wrap(policy.forward, "policy forward (sampling)")
+        policy.score_responses = timers.wrap(policy.score_responses, "update: scoring forward")
+        agent.optimizer.step = timers.wrap(agent.optimizer.step, "update: Adam step")
+        forwards["before"] = dict(policy.incremental.stats)
+
+    def on_iteration(agent, m: dict) -> None:
+        if m["iteration"] > args.warmup:
+            for key in ("rollout_s", "update_s"):
+                timed[key] += m[key]
+            timed["tokens"] += args.num_envs * args.max_new_tokens
+        if m["iteration"] == args.warmup:
+            instrument(agent)
+
+    result = train_rlhf(config, callback=on_iteration)
+    parts = dict(timers.seconds)
+    rollout = ("policy forward (sampling)", "reference forward", "reward model")
+    update = ("update: scoring forward", "update: Adam step")
+    split = {name: parts.get(name, 0.0) for name in rollout}
+    split["rollout rest (env, KL, sampling, text)"] = timed["rollout_s"] - sum(split.values())
+    split.update({name: parts.get(name, 0.0) for name in update})
+    split["update rest (backward, losses, GAE)"] = timed["update_s"] - sum(parts.get(n, 0.0) for n in update)
+    total = timed["rollout_s"] + timed["update_s"]
+    stats = result.agent.policy.incremental.stats
+    return {"tokens_per_s": timed["tokens"] / total, "total_s": total / args.iterations,
+            "rollout_s": timed["rollout_s"] / args.iterations, "update_s": timed["update_s"] / args.iterations,
+            "split": {k: v / args.iterations for k, v in split.items()},
+            "policy_forwards": {k: stats[k] - forwards["before"].get(k, 0) for k in stats}}
 
 
 def bench_sb3(args) -> dict:
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.rlhf import ResponseStats
     from agents.sb3_lm import SB3LMPolicy
     from textenv.sb3 import SB3VecEnvAdapter
     from textenv.text.vector import TextGenVectorEnv
+    from textenv.text.wrappers import RecordResponseStatistics
 
-    env = ResponseStats(TextGenVectorEnv(num_envs=args.num_envs, **env_kwargs(args)))  # mode (b)
+    env = RecordResponseStatistics(TextGenVectorEnv(num_envs=args.num_envs, kl_coef=0.05, stop_at_eos=False,
+                                                    **env_kwargs(args)))  # mode (b): no policy=
     venv = SB3VecEnvAdapter(env)
     batch = args.max_new_tokens * args.num_envs
     model = SB3PPO(SB3LMPolicy, venv, n_steps=args.max_new_tokens, batch_size=batch // args.minibatches,
@@ -132,62 +163,77 @@ def bench_sb3(args) -> dict:
         def _on_step(self):
             return True
 
-    model.learn(batch)  # warm-up
+    for _ in range(args.warmup):
+        model.learn(batch, reset_num_timesteps=False)
     timers = Timers()
     instrument_env(env, timers)
-    model.policy.forward = timers.wrap(model.policy.forward, "policy generation")
-    marks = Marks()
-    start = time.perf_counter()
-    model.learn(batch, callback=marks, reset_num_timesteps=False)
-    end = time.perf_counter()
-    rollout_s, update_s = marks.t1 - marks.t0, end - marks.t1
+    model.policy.forward = timers.wrap(model.policy.forward, "policy forward (sampling)")
+    rollout_s = update_s = 0.0
+    for _ in range(args.iterations):
+        marks = Marks()
+        model.learn(batch, callback=marks, reset_num_timesteps=False)
+        end = time.perf_counter()
+        rollout_s, update_s = rollout_s + marks.t1 - marks.t0, update_s + end - marks.t1
     split = dict(timers.seconds)
-    split["env (KL, text, bookkeeping)"] = rollout_s - sum(split.values())
+    split["rollout rest (env, KL, sampling, text)"] = rollout_s - sum(split.values())
     split["update"] = update_s
-    return {"tokens_per_s": batch / (end - start), "total_s": end - start, "split": split}
+    n, total = args.iterations, rollout_s + update_s
+    return {"tokens_per_s": batch * n / total, "total_s": total / n, "rollout_s": rollout_s / n,
+            "update_s": update_s / n, "split": {k: v / n for k, v in split.items()}}
+
+
+def report(results: dict) -> None:
+    names = list(results)
+    print(f"\n{'':42s}" + "".join(f"{n:>24s}" for n in names))
+    for key, label in (("tokens_per_s", "tokens/s"), ("total_s", "s / iteration"), ("rollout_s", "  rollout"),
+                       ("update_s", "  update")):
+        print(f"{label:42s}" + "".join(f"{results[n][key]:24.3f}" for n in names))
+    for n in names:
+        r = results[n]
+        print(f"\nwhere an iteration of {n} goes (s, share):")
+        for part, seconds in r["split"].items():
+            print(f"  {part:40s} {seconds:10.3f} {100 * seconds / r['total_s']:5.0f}%")
+        slowest = max(r["split"], key=r["split"].get)
+        print(f"  slowest part: {slowest} ({100 * r['split'][slowest] / r['total_s']:.0f}%)")
+    if len(names) == 2:
+        ours, sb3 = results[names[0]], results[names[1]]
+        print(f"\nours / SB3: {ours['tokens_per_s'] / sb3['tokens_per_s']:.1f}x tokens/s (goal >= 10x); "
+              f"SB3 / ours seconds: rollout {sb3['rollout_s'] / ours['rollout_s']:.1f}x, "
+              f"update {sb3['update_s'] / ours['update_s']:.1f}x")
+    print(f"policy IncrementalLM stats over the timed iterations (ours): {results[names[0]]['policy_forwards']}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-envs", type=int, default=64, help="prompts per iteration")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt")
+    p.add_argument("--num-envs", type=int, default=64, help="responses per iteration (prompts)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per response")
     p.add_argument("--max-prompt-tokens", type=int, default=16)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--minibatches", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first, per side (>= 1)")
+    p.add_argument("--iterations", type=int, default=1, help="timed iterations per side (their mean is printed)")
+    p.add_argument("--mixed-precision", action="store_true", help="ours: bf16 autocast in the update")
     p.add_argument("--model", default=None, help="causal LM path (default: the embedded SFT model)")
     p.add_argument("--reward", default=None, help="reward model path (default: the embedded RM)")
     p.add_argument("--prompts", default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); 1 is fastest for tiny models")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--skip-sb3", action="store_true")
     args = p.parse_args()
+    if args.warmup < 1 or args.iterations < 1:  # ours installs its timers from the last warm-up's callback
+        p.error("--warmup and --iterations must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    print(f"one PPO iteration: {args.num_envs} prompts x {args.max_new_tokens} new tokens, "
-          f"{args.epochs} epochs x {args.minibatches} minibatches, torch threads {torch.get_num_threads()}")
-    results = {"agents.PPO + LMActorCritic": bench_ours(args)}
+    print(f"one RLHF PPO iteration: {args.num_envs} responses x {args.max_new_tokens} new tokens, "
+          f"{args.epochs} epochs x {args.minibatches} minibatches, mean of {args.iterations} after "
+          f"{args.warmup} warm-up, torch threads {torch.get_num_threads()}, mixed precision {args.mixed_precision}")
+    results = {"ours (train_rlhf)": bench_ours(args)}
     if not args.skip_sb3:
         results["SB3 PPO + SB3LMPolicy"] = bench_sb3(args)
-    names = list(results)
-    parts = list(results[names[0]]["split"])
-    print(f"\n{'':32s}" + "".join(f"{n:>28s}" for n in names))
-    print(f"{'tokens/s':32s}" + "".join(f"{results[n]['tokens_per_s']:28.0f}" for n in names))
-    print(f"{'iteration wall-clock (s)':32s}" + "".join(f"{results[n]['total_s']:28.2f}" for n in names))
-    for part in parts:
-        row = "".join(f"{results[n]['split'][part]:20.2f} s {100 * results[n]['split'][part] / results[n]['total_s']:4.0f}%"
-                      for n in names)
-        print(f"  {part:30s}" + row)
-    if len(names) == 2:
-        ratio = results[names[0]]["tokens_per_s"] / results[names[1]]["tokens_per_s"]
-        print(f"\nratio agents.PPO / SB3: {ratio:.1f}x tokens/s (goal >= 10x)")
-    for n in names:
-        split = results[n]["split"]
-        slowest = max(split, key=split.get)
-        print(f"slowest part of {n}: {slowest} ({100 * split[slowest] / results[n]['total_s']:.0f}%)")
-    print(f"policy IncrementalLM stats (agents.PPO): {results[names[0]]['policy_forwards']}")
+    report(results)
 
 
 if __name__ == "__main__":

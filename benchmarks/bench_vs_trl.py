@@ -4,7 +4,8 @@
     python benchmarks/bench_vs_trl.py --mode speed --shapes b --rounds 3 --iterations 5
     python benchmarks/bench_vs_trl.py --mode learn                      # gold at 1600 / 3200 responses, seeds 0-2
     python benchmarks/bench_vs_trl.py --mode learn --responses 1600 3200 --seeds 0 1 2 --gold 0.73 --eval-every 800
-    python benchmarks/bench_vs_trl.py --mode speed --rounds 1 --iterations 1       # tiny: checks both sides run
+    python benchmarks/bench_vs_trl.py --mode speed --mixed-precision    # bf16 autocast in our update (TRL: fp32)
+    python benchmarks/bench_vs_trl.py --mode speed --rounds 1 --iterations 1 --warmup 0   # tiny: both sides run
     python benchmarks/bench_vs_trl.py --mode learn --responses 64 --seeds 0 --eval-every 32 --eval-prompts 32
 
 TRL runs in its own virtualenv (``--venv``, default .bench-venvs/trl-0.11.4, built on first use with
@@ -12,7 +13,13 @@ TRL runs in its own virtualenv (``--venv``, default .bench-venvs/trl-0.11.4, bui
 datasets==3.0.1 pandas==2.2.3 rich accelerate, reused after) as a subprocess, benchmarks/trl_worker.py,
 with HF_HUB_OFFLINE=1. It reads patched copies of the models (transformers 4.44 needs
 ``"tokenizer_class": "PreTrainedTokenizerFast"`` in tokenizer_config.json; the shipped artifacts are never
-touched). Our side runs here, in this venv. Both use one torch thread, the CPU and AVX2-pinned kernels.
+touched). Our side runs here, in this venv. Both use one torch thread, the CPU and AVX2-pinned kernels
+(agents.utils.reproducible_cpu_kernels), except with ``--mixed-precision``: the pins hide AMX and
+AVX512-BF16 from oneDNN, which would switch our bf16 autocast off, so both sides then run native kernels.
+
+Both sides train on whole responses: an iteration generates ``batch`` responses (TRL's batch_size, our
+env.num_envs), waits for the longest, and runs ``epochs`` passes of minibatches of ``minibatch`` whole
+responses (our n_minibatches = batch / minibatch), so iterations = responses / batch on both.
 
 --mode speed: seconds per PPO iteration at two identical shapes, in interleaved rounds (TRL, ours, TRL,
 ours, ...; the median over ``--rounds``), after ``--warmup`` untimed iterations per round:
@@ -23,41 +30,44 @@ ours, ...; the median over ``--rounds``), after ``--warmup`` untimed iterations 
   Responses are fixed-length here (ours: ``stop_at_eos=False``, a sampled EOS is one more token; TRL:
   ``min_new_tokens``, EOS is masked out), so both sides generate and train on exactly B x T tokens per
   iteration. Printed: s / iteration of each and ours / TRL, split in two halves that sum to it: the
-  update (ours: train_rlhf's ``update_s``; TRL: step's PPO epochs, ``time/ppo/optimize_step``) and the
-  rollout, everything else (ours: ``rollout_s``, sampling with the env's reference forward, KL and reward
-  model; TRL: generate, the reward model, and step's re-scoring forward of policy and reference, rewards,
-  advantages and stats, each also printed).
---mode learn: both sides trained on the default task (stopping at EOS) at equal response budgets, with
-  the main job's settings (examples/rlhf_ppo.py: 32 x 24 tokens, 4 epochs x 4 minibatches, lr 3e-4,
-  beta 0.05 adaptive to 4 nats over 2000 responses). The policy is saved every ``--eval-every`` responses
-  and at each ``--responses``; afterwards every saved policy (TRL's loaded as a causal LM, value head
-  stripped) is scored HERE with agents.rlhf.evaluate on the held-out prompts and the gold judge: gold
-  (mean +/- std over seeds), KL per response to the SFT model, loop seconds, and the responses and
-  seconds each side took to first reach ``--gold``. The learning rate decays linearly to 0 over the
-  largest budget counted in responses on both sides (``--lr-schedule constant`` keeps it flat).
+  update (ours: train_rlhf's ``update_s``, GAE and the PPO epochs; TRL: step's PPO epochs,
+  ``time/ppo/optimize_step``) and the rollout, everything else (ours: ``rollout_s``, collect_responses
+  sampling with the env's reference forward, KL and reward model; TRL: generate, the reward model, and
+  step's re-scoring forward of policy and reference, rewards, advantages and stats, each also printed).
+--mode learn: both sides trained on the default task (stopping at EOS) for the same response budget (ours:
+  ``RLHFConfig(responses=max(--responses))``), with the main job's settings (32 x 24 tokens, 4 epochs x 4
+  minibatches, lr 3e-4, beta 0.05 adaptive to 4 nats over 2000 responses). The policy is saved every
+  ``--eval-every`` responses and at each ``--responses``; afterwards every saved policy (TRL's loaded as a
+  causal LM, value head stripped) is scored HERE with agents.rlhf.evaluate on the held-out prompts and the
+  gold judge: gold (mean +/- std over seeds) at equal responses, KL per response to the SFT model, loop
+  seconds and ours / TRL, and the responses and seconds each side took to first reach ``--gold`` (with
+  their ours / TRL ratios). The learning rate decays linearly to 0 over the largest budget on both sides,
+  the same rate at every iteration (``--lr-schedule constant`` keeps it flat).
 
 Output: a table on stdout and outputs/bench_vs_trl/{speed,learn}.json (plus the saved policies of learn).
 
 What still differs between the two sides (a reader comparing the numbers must know):
-- Rollout shape in learn mode: TRL generates exactly ``batch_size`` responses per step and waits for the
-  longest row. Ours steps 32 rows x 24 tokens and a row that ends starts a new response at once, so one
-  iteration finishes about 80 responses with the SFT model (~8 tokens each; a response cut by the
-  rollout's end finishes in the next one). At equal responses ours therefore makes ~2.5x fewer, larger
-  updates, and its KL controller moves beta in fewer, larger steps (the same total per response). Budgets
-  count finished responses on both sides; ours stops at the first iteration past each budget (the JSON's
-  ``responses`` says how far past).
-- Advantages: TRL whitens them once over the whole batch; ours whitens per minibatch. TRL's value head
-  starts random (nn.Linear's default init), ours at zero. TRL's Adam has eps 1e-8, ours 1e-5. TRL skips a
-  minibatch whose mean ratio exceeds 10 (ratio_threshold). TRL's minibatches are shuffled responses; ours
-  are shuffled rows of the rollout (each several responses).
+- Prompts: TRL's dataloader shuffles the prompts and walks through them; our env draws each row's prompt
+  uniformly, with replacement, from its own seeded generator.
+- Early-finished rows: TRL's generate pads them until the longest row ends; our env keeps stepping them
+  (same-step autoreset starts their next prompt) and the rollout drops those partial responses. Both
+  pay the same forwards; ours counts those tokens in ``generated_tokens``, not in the kept responses.
 - Log-probabilities: TRL re-scores every response with a full forward of policy and reference after
   generating; ours takes them from the KV-cached forward that sampled the token (the env's KL shares it).
   TRL's generate is called with the whole batch at once (``batch_size`` of ``PPOTrainer.generate``,
-  whose default is 4 per call), padded left; its step pads right (it passes no position ids).
-- KL: both pay -beta * (log pi - log pi_ref) per token (k1), add the score on the last token, and move beta
-  with the same proportional controller, fed the mean KL per response of the batch and its response count.
-- Same: gamma 1, lambda 0.95, clip 0.2 for the ratio and the value, vf_coef 0.5 on 1/2 (V - R)^2, gradient
-  norm clipped at 1, no entropy bonus, temperature 1, no top-k / top-p, the end of a response is terminal.
+  whose default is 4 per call), padded left; its step pads right and passes no position ids, ours scores
+  the prompt left-padded and the response right-padded with position ids from the mask (``score_responses``).
+- Advantages: TRL whitens them once over the whole batch; ours per minibatch by default
+  (``--norm-adv-over batch`` matches TRL). TRL's value head starts random (nn.Linear's default init),
+  ours at zero. TRL's Adam has eps 1e-8, ours 1e-5. TRL skips a minibatch whose mean ratio exceeds 10
+  (ratio_threshold).
+- Precision: with ``--mixed-precision`` our update's forward runs under bf16 autocast (rollout and
+  evaluation stay fp32); TRL stays fp32 throughout.
+- Same: responses per iteration, epochs, minibatch size, the learning rate at every iteration; the reward
+  -beta * (log pi - log pi_ref) per token (k1) plus the score on the last token, and beta moved by the
+  same proportional controller fed the mean KL per response of each batch and its size; gamma 1, lambda
+  0.95, clip 0.2 for the ratio and the value, vf_coef 0.5 on 1/2 (V - R)^2, gradient norm clipped at 1,
+  no entropy bonus, temperature 1, no top-k / top-p, the end of a response is terminal.
 - Evaluation runs the same code for both: our TextGen env samples one completion per held-out prompt with
   the policy, the same seed, and the shipped SFT model as the reference.
 """
@@ -66,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -175,7 +184,7 @@ def ensure_trl_venv(path: Path) -> tuple[Path, dict]:
 def worker_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
-               TOKENIZERS_PARALLELISM="false")  # the AVX2 kernel pins set by reproducible_cpu_kernels pass on
+               TOKENIZERS_PARALLELISM="false")  # the AVX2 kernel pins, when set, pass on: same kernels both sides
     return env
 
 
@@ -269,51 +278,46 @@ def dummy_word(i: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- our side
-def ours_config(task: Task, shape: Shape, args, seed: int, iterations: int, fixed_length: bool, gold) -> RLHFConfig:
-    """examples/rlhf_ppo.py's make_config at this shape (``lr_schedule`` constant: learn mode decays it per response)."""
+def ours_config(task: Task, shape: Shape, args, seed: int, responses: int, fixed_length: bool, gold) -> RLHFConfig:
+    """Our RLHFConfig at this shape: TRL's batch, epochs and minibatch size, and the learning rate decaying
+    linearly over ``responses`` in learn mode (TRL's LambdaLR gives the same rate at every iteration)."""
+    if shape.batch % shape.minibatch:
+        raise ValueError(f"batch {shape.batch} is not a multiple of minibatch {shape.minibatch}")
     env_cls = FixedLengthEnv if fixed_length else TextEnvConfig
     return RLHFConfig(
         env=env_cls(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts, num_envs=shape.batch,
                     max_new_tokens=shape.max_new_tokens, max_prompt_tokens=shape.max_prompt_tokens, device="cpu"),
         kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
-        ppo=rlhf_ppo_config(n_steps=shape.max_new_tokens, n_epochs=shape.epochs,
-                            n_minibatches=shape.batch // shape.minibatch, learning_rate=args.lr),
-        iterations=iterations, lr_schedule="constant", gold=gold, seed=seed, device="cpu", log_every=0,
+        ppo=rlhf_ppo_config(n_epochs=shape.epochs, n_minibatches=shape.batch // shape.minibatch, learning_rate=args.lr,
+                            anneal_lr=not fixed_length and args.lr_schedule == "linear",
+                            norm_adv_over=args.norm_adv_over),
+        responses=responses, gold=gold, seed=seed, device="cpu", mixed_precision=args.mixed_precision,
+        log_every=0 if args.quiet or fixed_length else 1,
     )
 
 
-def train_ours(task: Task, shape: Shape, args, seed: int, *, fixed_length: bool, iterations: int | None = None,
-               budget: int = 0, save_at=(), save_dir: Path | None = None) -> dict:
-    """train_rlhf for ``iterations``, or until ``budget`` finished responses (saving the policy at ``save_at``)."""
-    rows, saved, pending = [], [], sorted(set(save_at))
-    total = {"responses": 0, "loop_s": 0.0}
+def train_ours(task: Task, shape: Shape, args, seed: int, *, fixed_length: bool, responses: int, save_at=(),
+               save_dir: Path | None = None) -> dict:
+    """train_rlhf for ``responses`` responses (``responses / batch`` iterations), saving the policy at ``save_at``."""
+    saved, pending = [], sorted(set(save_at))
 
     def on_iteration(agent, m: dict):
-        total["responses"] += int(m["episodes"])
-        total["loop_s"] += m["rollout_s"] + m["update_s"]
-        rows.append({"iteration": m["iteration"], "responses": total["responses"], "rollout_s": m["rollout_s"],
-                     "update_s": m["update_s"], "loop_s": total["loop_s"], "rm_score": m["rm_score"],
-                     "kl": m["kl"], "kl_coef": m["kl_coef"], "learning_rate": m["learning_rate"],
-                     "response_length": m["response_length"], "tokens": shape.batch * shape.max_new_tokens})
-        while pending and total["responses"] >= pending[0]:
+        while pending and m["responses"] >= pending[0]:
             folder = save_dir / f"responses{pending[0]}"
             agent.policy.model.save_pretrained(folder)
-            saved.append({"budget": pending.pop(0), "responses": total["responses"], "loop_s": total["loop_s"],
+            saved.append({"budget": pending.pop(0), "responses": m["responses"], "loop_s": m["loop_s"],
                           "iteration": m["iteration"], "path": str(folder)})
-        if budget and not args.quiet:
-            print(f"ours iter {m['iteration']}  responses {total['responses']}  rm {m['rm_score']:+.3f}  "
-                  f"kl {m['kl']:.2f}  beta {m['kl_coef']:.4f}  rollout {m['rollout_s']:.2f} s  "
-                  f"update {m['update_s']:.2f} s", flush=True)
-        if budget and args.lr_schedule == "linear":  # the next iteration's rate, as TRL's LambdaLR per response
-            agent.set_learning_rate(args.lr * max(0.0, 1.0 - total["responses"] / budget))
-        return False if budget and total["responses"] >= budget else None
 
-    # Every row finishes at least one response per iteration (n_steps = max_new_tokens): budget / batch suffices.
-    n = iterations if iterations is not None else math.ceil(budget / shape.batch)
     gold = default_gold(RLHFConfig()) if not fixed_length else None  # the per-iteration judge, outside the clock
-    train_rlhf(ours_config(task, shape, args, seed, n, fixed_length, gold), callback=on_iteration)
+    result = train_rlhf(ours_config(task, shape, args, seed, responses, fixed_length, gold), callback=on_iteration)
     if pending:
-        raise RuntimeError(f"our run stopped at {total['responses']} responses, before the budgets {pending}")
+        raise RuntimeError(f"our run stopped at {result.agent.responses} responses, before the budgets {pending}")
+    rows, generated = [], 0
+    for h in result.history:
+        rows.append({k: h[k] for k in ("iteration", "responses", "rollout_s", "update_s", "loop_s", "rm_score",
+                                        "gold_score", "kl", "kl_coef", "learning_rate", "response_length")})
+        rows[-1]["tokens"] = h["generated_tokens"] - generated  # this iteration's, dropped partial responses included
+        generated = h["generated_tokens"]
     return {"iterations": rows, "saved": saved}
 
 
@@ -327,7 +331,7 @@ def speed(args, python: Path, tmp: Path) -> dict:
             shape = SHAPES[s][1]
             print(f"round {r + 1}/{args.rounds}, shape ({s}): TRL, then ours ...", flush=True)
             trl = run_trl(python, tasks[s], shape, args, n, r, tmp / f"trl-{s}-{r}.json", fixed_length=True)
-            ours = train_ours(tasks[s], shape, args, r, fixed_length=True, iterations=n)
+            ours = train_ours(tasks[s], shape, args, r, fixed_length=True, responses=n * shape.batch)
             runs[s]["trl"].append(trl_parts(trl["iterations"][args.warmup:]))
             runs[s]["ours"].append(ours_parts(ours["iterations"][args.warmup:]))
     summary = {}
@@ -387,20 +391,22 @@ def learn(args, python: Path, tmp: Path) -> dict:
     task, shape = default_task(tmp), LEARN_SHAPE
     budget = max(args.responses)
     points = sorted(set(range(args.eval_every, budget + 1, args.eval_every)) | set(args.responses))
+    if any(point % shape.batch for point in points):  # else a budget would end mid-iteration on both sides
+        raise SystemExit(f"--responses and --eval-every must be multiples of the batch ({shape.batch}): {points}")
     root = Path(args.out) / "learn"
     runs = {"trl": {}, "ours": {}}
     # 1. train both sides, each saving its policy at every evaluation point
     for seed in args.seeds:
         print(f"--- seed {seed}: TRL, {budget} responses ...", flush=True)
-        runs["trl"][seed] = run_trl(python, task, shape, args, math.ceil(budget / shape.batch), seed,
+        runs["trl"][seed] = run_trl(python, task, shape, args, budget // shape.batch, seed,
                                     tmp / f"trl-learn-{seed}.json", fixed_length=False, budget=budget,
                                     save_at=points, save_dir=root / "trl" / f"seed{seed}")
         print(f"--- seed {seed}: ours, {budget} responses ...", flush=True)
-        runs["ours"][seed] = train_ours(task, shape, args, seed, fixed_length=False, budget=budget, save_at=points,
+        runs["ours"][seed] = train_ours(task, shape, args, seed, fixed_length=False, responses=budget, save_at=points,
                                         save_dir=root / "ours" / f"seed{seed}")
 
     # 2. score every saved policy with our evaluation: same env, reference, prompts, judge and seed
-    config = ours_config(task, shape, args, 0, 1, False, "default")
+    config = ours_config(task, shape, args, 0, shape.batch, False, "default")
     env_kwargs, gold_fn = config.env.env_kwargs(), default_gold(config)
     prompts = load_prompts(default.prompts_path("test"))[: args.eval_prompts]
 
@@ -450,7 +456,8 @@ def print_learn(args, summary: dict, n_prompts: int) -> None:
             r = row[side]
             print(f"  {budget:9d}  {side:5s} {r['gold_mean']:+8.3f} ± {r['gold_std']:.3f} {r['kl']:6.2f} "
                   f"{r['loop_s']:8.1f} {r['responses']:15.0f}")
-        print(f"  {'':9s}  ours / TRL loop seconds: {row['ours']['loop_s'] / row['trl']['loop_s']:.2f}")
+        print(f"  {'':9s}  ours - TRL gold {row['ours']['gold_mean'] - row['trl']['gold_mean']:+.3f}, ours / TRL "
+              f"loop seconds {row['ours']['loop_s'] / row['trl']['loop_s']:.2f}")
     print(f"\nfirst evaluation point (every {args.eval_every} responses) with gold >= {args.gold}:")
     for side in ("trl", "ours"):
         hits = summary["threshold"][side]
@@ -485,6 +492,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
     p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controllers hold")
     p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")
+    p.add_argument("--norm-adv-over", choices=("minibatch", "batch"), default=rlhf_ppo_config().norm_adv_over,
+                   help="ours: what the advantages are whitened over (TRL: batch)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="ours: bf16 autocast in the update (TRL stays fp32); both sides then run native kernels")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
     p.add_argument("--venv", default=str(REPO / ".bench-venvs" / "trl-0.11.4"),
                    help="TRL's virtualenv (built if missing, reused if present)")
@@ -495,6 +506,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if not args.mixed_precision:  # before the first torch operation; the TRL worker inherits the same pins
+        reproducible_cpu_kernels()
     torch.set_num_threads(args.threads)
     from transformers import __version__ as transformers_version
     from transformers.utils import logging as hf_logging
@@ -505,6 +518,12 @@ def main() -> None:
     print(f"TRL side ({args.venv}): " + ", ".join(f"{k} {v}" for k, v in trl_versions.items()))
     print(f"our side ({sys.prefix}): " + ", ".join(f"{k} {v}" for k, v in ours_versions.items()) +
           f"; torch threads {torch.get_num_threads()} on both", flush=True)
+    if args.mixed_precision:
+        from agents.lm import _cpu_has_bf16
+
+        state = "on" if _cpu_has_bf16() else "OFF (this CPU has no native bf16: ours runs fp32 too)"
+        print(f"mixed precision: bf16 autocast in our update {state}; TRL side fp32; native kernels on both",
+              flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -519,5 +538,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    reproducible_cpu_kernels()  # before the first torch operation; the TRL worker inherits the same pins
     main()

@@ -1,7 +1,7 @@
 """Reward hacking, measured: PPO against the learned reward model with and without the KL penalty.
 
     python examples/reward_hacking.py                    # two runs of the default task, same seed
-    python examples/reward_hacking.py --iterations 200 --seed 1
+    python examples/reward_hacking.py --responses 6400 --seed 1
 
 Lecture slides, "Reward hacking": the policy may learn to output whatever the reward model wants to see.
 The default task makes that visible: the reward model (the proxy PPO optimises) was learnt from preference
@@ -28,7 +28,7 @@ import numpy as np
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iterations", type=int, default=120)
+    p.add_argument("--responses", type=int, default=3840, help="budget of generated responses per run")
     p.add_argument("--num-envs", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -63,8 +63,8 @@ def run(args, kl_coef: float, target: float | None) -> dict:
     cfg = RLHFConfig(
         env=TextEnvConfig(num_envs=args.num_envs, max_new_tokens=args.max_new_tokens, device=args.device),
         kl=KLConfig(init_coef=kl_coef, target=target),
-        ppo=rlhf_ppo_config(n_steps=args.max_new_tokens, learning_rate=args.lr),
-        iterations=args.iterations, seed=args.seed, device=args.device, gold=judge, log_every=args.log_every,
+        ppo=rlhf_ppo_config(learning_rate=args.lr),
+        responses=args.responses, seed=args.seed, device=args.device, gold=judge, log_every=args.log_every,
     )
     start = time.perf_counter()
     history = train_rlhf(cfg).history
@@ -152,7 +152,7 @@ def main() -> None:
               f"score fell ({a['gold_peak']:+.2f} -> {a['gold_end']:+.2f}): reward hacking.")
     else:
         print(f"Without the penalty the proxy {'rose' if proxy_up else 'did not keep rising'} after the gold peak and "
-              f"the gold score {'fell' if gold_down else 'did not fall'} from it within {args.iterations} iterations: "
+              f"the gold score {'fell' if gold_down else 'did not fall'} from it within {args.responses} responses: "
               f"no clear reward hacking in this run.")
     print(f"With the penalty: gold {b['gold_start']:+.2f} -> {b['gold_end']:+.2f} at a KL of {b['kl_end']:.1f} nats "
           f"(vs {a['kl_end']:.1f} without); fluency {b['fluency_end']:.2f} (vs {a['fluency_end']:.2f}).")

@@ -1,15 +1,16 @@
-"""stable-baselines3's PPO on TextGen-v0, next to agents.PPO on the same budget of generated tokens.
+"""stable-baselines3's PPO on TextGen-v0, next to our RLHF PPO (agents.rlhf) on about the same budget.
 
-    python examples/sb3_textgen.py                      # default task, 24 iterations of 32 x 24 tokens each
+    python examples/sb3_textgen.py                      # default task, 24 iterations of 32 rows x <= 24 tokens
     python examples/sb3_textgen.py --iterations 10 --num-envs 16
 
 SB3 drives the env through ``textenv.sb3.SB3VecEnvAdapter`` with ``agents.sb3_lm.SB3LMPolicy`` (the same
 SFT model as actor, a zero-initialised value head on its trunk) in the env's mode (b): the env pays
 ``+beta * log pi_ref`` per token and SB3's ``ent_coef = beta`` stands in for the ``-beta * log pi`` half of
-the KL penalty (see agents/sb3_lm.py for where the two agree and differ). agents.PPO runs mode (a): the env
-computes the whole per-token KL from the agent's own forward. Both use a FIXED beta, the same PPO
-settings (epochs, minibatches, clipping, gamma = 1, lambda = 0.95, learning rate) and see the same number
-of tokens. Afterwards both policies are scored the same way on held-out prompts: gold score, RM score
+the KL penalty (see agents/sb3_lm.py for where the two agree and differ). ``agents.rlhf.train_rlhf`` runs
+mode (a): the env computes the whole per-token KL from the agent's own forward. Both use a FIXED beta and
+the same PPO settings (epochs, minibatches, clipping, gamma = 1, lambda = 0.95, learning rate). SB3 rolls
+out (24 tokens x 32 rows) windows; ours one whole response per row, the same number of iterations, so it
+generates at most SB3's tokens (the table prints both counts). Afterwards both policies are scored the same way on held-out prompts: gold score, RM score
 and the KL to the reference per response. Outputs: outputs/sb3_textgen/{comparison.png, summary.json}.
 """
 
@@ -44,15 +45,16 @@ def run_ours(args, gold):
     cfg = RLHFConfig(
         env=TextEnvConfig(num_envs=args.num_envs, max_new_tokens=args.max_new_tokens, device=args.device),
         kl=KLConfig(init_coef=args.kl_coef, target=None),
-        ppo=rlhf_ppo_config(n_steps=args.max_new_tokens, learning_rate=args.lr),
-        iterations=args.iterations, seed=args.seed, device=args.device, gold=gold,
+        ppo=rlhf_ppo_config(learning_rate=args.lr),
+        # one response per row per iteration: at most the tokens SB3's (T, N) windows generate
+        responses=args.iterations * args.num_envs, seed=args.seed, device=args.device, gold=gold,
     )
     start = time.perf_counter()
     result = train_rlhf(cfg)
     wall = time.perf_counter() - start
-    curve = [{"tokens": h["timesteps"], "rm_score": h["rm_score"], "gold_score": h["gold_score"], "kl": h["kl"]}
+    curve = [{"tokens": h["generated_tokens"], "rm_score": h["rm_score"], "gold_score": h["gold_score"], "kl": h["kl"]}
              for h in result.history]
-    return result.agent.policy, cfg.env.env_kwargs(), curve, wall, result.history[-1]["timesteps"]
+    return result.agent.policy, cfg.env.env_kwargs(), curve, wall, result.agent.generated_tokens
 
 
 def run_sb3(args, gold, env_kwargs: dict):
@@ -125,12 +127,12 @@ def main() -> None:
     print(f"budget: {args.iterations} iterations x {args.num_envs} responses x {args.max_new_tokens} tokens, "
           f"fixed beta {args.kl_coef}", flush=True)
     ours_policy, env_kwargs, ours_curve, ours_wall, ours_tokens = run_ours(args, gold_score)
-    print(f"agents.PPO done in {ours_wall:.0f} s", flush=True)
+    print(f"agents.rlhf done in {ours_wall:.0f} s", flush=True)
     sb3_lm, sb3_curve, sb3_wall, sb3_tokens = run_sb3(args, gold_score, env_kwargs)
     print(f"SB3 PPO done in {sb3_wall:.0f} s", flush=True)
 
     rows = {}
-    for name, policy, wall, tokens in (("agents.PPO (mode a)", ours_policy, ours_wall, ours_tokens),
+    for name, policy, wall, tokens in (("agents.rlhf (mode a)", ours_policy, ours_wall, ours_tokens),
                                        ("SB3 PPO (mode b)", sb3_lm.eval(), sb3_wall, sb3_tokens)):
         r = evaluate(policy, env_kwargs, eval_prompts, gold_score, seed=10_000 + args.seed)
         rows[name] = {"gold_score": float(np.mean(r["gold_score"])), "rm_score": float(np.mean(r["rm_score"])),
@@ -139,9 +141,9 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:22s} {r['gold_score']:+8.3f} {r['rm_score']:+8.3f} {r['kl']:7.2f} {r['wall_s']:8.0f} "
               f"{r['tokens']:8d} {r['tokens_per_s']:9.0f}")
-    speed = rows["agents.PPO (mode a)"]["tokens_per_s"] / rows["SB3 PPO (mode b)"]["tokens_per_s"]
-    print(f"\nagents.PPO is {speed:.1f}x faster in tokens/s on this machine")
-    plot({"agents.PPO (mode a)": ours_curve, "SB3 PPO (mode b)": sb3_curve}, out / "comparison.png")
+    speed = rows["agents.rlhf (mode a)"]["tokens_per_s"] / rows["SB3 PPO (mode b)"]["tokens_per_s"]
+    print(f"\nagents.rlhf is {speed:.1f}x faster in tokens/s on this machine")
+    plot({"agents.rlhf (mode a)": ours_curve, "SB3 PPO (mode b)": sb3_curve}, out / "comparison.png")
     (out / "summary.json").write_text(json.dumps({"args": vars(args), "results": rows, "speedup": speed}, indent=2))
     print(f"plot: {out / 'comparison.png'}   summary: {out / 'summary.json'}")
 

@@ -321,9 +321,9 @@ def test_single_env_seed_and_options_are_checked_first(parts):
     for kw, error, message in (
         ({"seed": "abcd"}, TypeError, "seed must be None or an int >= 0, got str 'abcd'"),
         ({"seed": -1}, ValueError, "got -1"),
-        ({"seed": 1, "options": "abc"}, TypeError, r"options must be None or a dict with keys from \['prompt'\], got str"),
+        ({"seed": 1, "options": "abc"}, TypeError, r"options must be None or a dict with keys from \['prompt', 'kl_coef'\], got str"),
         ({"seed": 1, "options": ["prompt"]}, TypeError, "options must be None or a dict"),
-        ({"seed": 1, "options": {"promt": "x"}}, ValueError, r"unknown reset option 'promt'; the known options are \['prompt'\]"),
+        ({"seed": 1, "options": {"promt": "x"}}, ValueError, r"unknown reset option 'promt'; the known options are \['prompt', 'kl_coef'\]"),
     ):
         with pytest.raises(error, match=message):
             env.reset(**kw)
@@ -338,7 +338,7 @@ def test_vector_options_are_checked_first(parts):
                                     ({"reset_mask": [[True], [False, True]]}, ValueError, "reset_mask"),
                                     ({"reset_mask": [1, 0]}, ValueError, "reset_mask"),
                                     ({"prompts": ["the movie", 5.5]}, TypeError, "got float 5.5"),
-                                    ({"seed": 3}, ValueError, r"the known options are \['prompt', 'prompts', 'reset_mask'\]")):
+                                    ({"seed": 3}, ValueError, r"the known options are \['prompt', 'prompts', 'reset_mask', 'kl_coef'\]")):
         with pytest.raises(error, match=message):
             env.reset(seed=5, options=options)
         assert_same_state(state(env), before)

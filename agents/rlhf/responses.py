@@ -68,7 +68,7 @@ class Responses:
 
     @property
     def lengths(self) -> Tensor:
-        return self.response_mask.sum(1)
+        return self.response_mask.sum(1).long()
 
     @property
     def tokens(self) -> int:
@@ -177,6 +177,12 @@ def score_by_steps(policy, ids: Tensor, mask: Tensor, prompt_cols: int, actions:
         ctx = prompt_cols + t
         obs_ids[:, t, width - ctx:] = ids[:, :ctx]
         obs_mask[:, t, width - ctx:] = mask[:, :ctx]
-    flat = {"input_ids": obs_ids.reshape(n * T, width), "attention_mask": obs_mask.reshape(n * T, width)}
-    logprob, entropy, values = policy.evaluate_actions(flat, actions.reshape(-1))
-    return logprob.reshape(n, T), entropy.reshape(n, T), values.reshape(n, T)
+    valid = mask[:, prompt_cols:].reshape(-1) > 0  # the steps past a response's end have no observation
+    flat = {"input_ids": obs_ids.reshape(n * T, width)[valid], "attention_mask": obs_mask.reshape(n * T, width)[valid]}
+    scored = policy.evaluate_actions(flat, actions.reshape(-1)[valid])
+    out = []
+    for x in scored:
+        full = x.new_zeros(n * T)
+        full[valid] = x
+        out.append(full.reshape(n, T))
+    return tuple(out)
