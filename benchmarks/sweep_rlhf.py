@@ -4,11 +4,11 @@
     python benchmarks/sweep_rlhf.py --set ppo.learning_rate=1e-4,3e-4,1e-3 ppo.n_epochs=2,4
     python benchmarks/sweep_rlhf.py --mode grid --set ppo.learning_rate=1e-4,3e-4 env.num_envs=32,64
     python benchmarks/sweep_rlhf.py --grid lr update --resume               # named presets; skips the runs done
-    python benchmarks/sweep_rlhf.py --base kl.init_coef=0.1 --set ppo.vf_coef=0.1,0.5   # around another base
+    python benchmarks/sweep_rlhf.py --base kl.init_coef=0.2 --set ppo.vf_coef=0.1,0.5   # around another base
     python benchmarks/sweep_rlhf.py --responses 64 --seeds 0 --eval-prompts 8 --set ppo.learning_rate=1e-4,3e-4  # tiny
 
 The base config is ``RLHFConfig`` with its defaults on the default task: ``TextEnvConfig(max_new_tokens=24,
-max_prompt_tokens=12, device="cpu")``, ``KLConfig(init_coef=0.05, target=4.0)``, changed by ``--base``.
+max_prompt_tokens=12, device="cpu")`` and the library's ``KLConfig()``, changed by ``--base``.
 A setting changes fields named by their dotted path (``ppo.learning_rate``, ``env.num_envs``, ``critic``,
 ...), each value read as the type of the field it replaces ("none" for None), from ``--set PATH=V1,V2``
 and the presets of ``--grid`` (PRESETS). ``--mode one-at-a-time`` (the default) runs the base and each
@@ -139,7 +139,7 @@ def plan_settings(base: RLHFConfig, spec: dict[str, list], mode: str) -> dict[st
 # ---------------------------------------------------------------------------------------------- runs
 def base_config(args) -> RLHFConfig:
     config = RLHFConfig(env=TextEnvConfig(max_new_tokens=24, max_prompt_tokens=12, device="cpu"),
-                        kl=KLConfig(init_coef=0.05, target=4.0), responses=args.responses, device="cpu",
+                        kl=KLConfig(), responses=args.responses, device="cpu",
                         log_every=args.log_every)
     changes = parse_spec(args.base, config)
     if any(len(values) > 1 for values in changes.values()):
