@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--responses", type=int, default=DEFAULTS.responses,
                    help="budget per seed: generated responses to train on (whole iterations of --num-envs)")
     p.add_argument("--num-envs", type=int, default=DEFAULTS.env.num_envs, help="responses per iteration")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="response length limit")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULTS.env.max_new_tokens, help="response length limit")
     p.add_argument("--lr", type=float, default=PPO_DEFAULTS.learning_rate, help="Adam learning rate (decays linearly to 0)")
     p.add_argument("--epochs", type=int, default=PPO_DEFAULTS.n_epochs, help="PPO epochs per iteration")
     p.add_argument("--minibatches", type=int, default=PPO_DEFAULTS.n_minibatches, help="minibatches per epoch")

@@ -127,3 +127,33 @@ def test_explained_variance():
     assert F.explained_variance(y, y) == pytest.approx(1.0)
     assert F.explained_variance(torch.full_like(y, 2.5), y) == pytest.approx(0.0)
     assert F.explained_variance(-y, y) < 0
+
+
+def test_response_gae_by_hand_within_each_response():
+    """Two responses, one row each (gamma 1, lambda 0.5); row 1 ends after 2 tokens."""
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.1, 2.0, 5.0]])
+    values = torch.tensor([[0.5, 0.2, 0.4], [1.0, 0.5, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    adv, ret = F.response_gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # row 0: deltas -0.3, 0.2, 0.6 (the last token is terminal: 1 - 0.4); A = -0.05, 0.5, 0.6
+    # row 1: deltas -0.4, 1.5 (2.0 - 0.5: nothing from the 9.0 past its end); A = 0.35, 1.5, then 0
+    torch.testing.assert_close(adv, torch.tensor([[-0.05, 0.5, 0.6], [0.35, 1.5, 0.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[0.45, 0.7, 1.0], [1.35, 2.0, 0.0]]))
+
+
+def test_response_gae_bootstraps_nothing_past_a_response_end():
+    """Whatever lies past a response's last token (padding, the next prompt's values) changes nothing."""
+    rewards = torch.tensor([[0.3, -0.1, 2.0, 0.0, 0.0]])
+    values = torch.tensor([[0.2, 0.1, -0.3, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    adv, ret = F.response_gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    junk_r, junk_v = rewards.clone(), values.clone()
+    junk_r[0, 3:], junk_v[0, 3:] = 7.0, 100.0
+    adv2, ret2 = F.response_gae(junk_r, junk_v, mask, gamma=1.0, lam=0.95)
+    torch.testing.assert_close(adv, adv2)
+    torch.testing.assert_close(ret, ret2)
+    # the last token's target is its own reward: the score, with no value after it
+    assert ret[0, 2].item() == pytest.approx(2.0)
+    # with lambda = 1 and gamma = 1 the returns are the rewards-to-go of the response
+    _, mc = F.response_gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(mc, torch.tensor([[2.2, 1.9, 2.0, 0.0, 0.0]]))

@@ -49,8 +49,8 @@ class TextEnvConfig:
     prompts: Any = None
     """training prompts (list, dataset or path). None: the default task's train split."""
     num_envs: int = 32
-    """episodes generated in parallel (rows of the vector env)"""
-    max_new_tokens: int = 16
+    """rows of the vector env: the responses of one iteration, generated in parallel"""
+    max_new_tokens: int = 24
     """response length limit (tokens)"""
     max_prompt_tokens: int = 12
     """prompt budget (tokens); longer prompts are cut from the left"""
