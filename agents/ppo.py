@@ -174,8 +174,8 @@ class PPO:
     def _iteration(self, i: int, n_iterations: int, batch: int) -> dict[str, float]:
         """One iteration of ``learn``: learning rate, rollout, update; returns its metrics."""
         cfg = self.config
-        if cfg.anneal_lr:
-            self.set_learning_rate(cfg.learning_rate * (1.0 - i / n_iterations))
+        if cfg.anneal_lr:  # otherwise the rate is the user's (set_learning_rate)
+            self.set_learning_rate(learning_rate_at(cfg, i, n_iterations))
         start = time.perf_counter()
         self.policy.eval()  # rollouts without dropout
         rollout = self._collect()
@@ -337,6 +337,14 @@ class PPO:
         agent.optimizer.load_state_dict(ckpt["optimizer"])
         agent.num_timesteps, agent.iteration = int(ckpt["num_timesteps"]), int(ckpt["iteration"])
         return agent
+
+
+def learning_rate_at(cfg: PPOConfig, iteration: int, n_iterations: int) -> float:
+    """The step size of iteration ``iteration`` (0-based) of ``n_iterations``: ``cfg.learning_rate``, decayed
+    linearly to 0 over the iterations when ``cfg.anneal_lr`` (CleanRL's schedule; TRL's linear one)."""
+    if not cfg.anneal_lr:
+        return cfg.learning_rate
+    return cfg.learning_rate * (1.0 - iteration / n_iterations)
 
 
 def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: PPOConfig, batch: dict,

@@ -86,7 +86,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.rlhf import rlhf_ppo_config
+from agents.rlhf import KLConfig, rlhf_ppo_config
 from agents.utils import reproducible_cpu_kernels
 from textenv import default
 from trl_setup import LEARN_SHAPE, SHAPES, default_task, policy_scorer, prepare_sides, random_task, run_trl, train_ours
@@ -251,10 +251,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gold", type=float, default=0.73, help="learn: gold threshold to reach")
     p.add_argument("--eval-every", type=int, default=800, help="learn: responses between evaluation points")
     p.add_argument("--eval-prompts", type=int, default=234, help="learn: held-out prompts scored (234: all)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate, both sides")
+    p.add_argument("--lr", type=float, default=rlhf_ppo_config().learning_rate, help="Adam learning rate (ours' default)")
+    p.add_argument("--trl-lr", type=float, default=None, help="TRL's learning rate, when not --lr (6.5e-5: tuned for it)")
     p.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
                    help="learn: linear decays to 0 over the largest budget, counted in responses, on both sides")
-    p.add_argument("--kl-coef", type=float, default=0.05, help="initial beta")
+    p.add_argument("--kl-coef", type=float, default=KLConfig().init_coef, help="initial beta (ours' default)")
+    p.add_argument("--trl-kl-coef", type=float, default=None, help="TRL's initial beta, when not --kl-coef")
     p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controllers hold")
     p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")
     p.add_argument("--norm-adv-over", choices=("minibatch", "batch"), default=rlhf_ppo_config().norm_adv_over,

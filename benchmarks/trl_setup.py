@@ -122,9 +122,9 @@ def run_trl(python: Path, task: Task, shape: Shape, args, iterations: int, seed:
            task.trl_prompts, "--out-json", str(out_json), "--iterations", str(iterations),
            "--batch-size", str(shape.batch), "--mini-batch-size", str(shape.minibatch),
            "--ppo-epochs", str(shape.epochs), "--max-new-tokens", str(shape.max_new_tokens),
-           "--max-prompt-tokens", str(shape.max_prompt_tokens), "--lr", str(args.lr),
+           "--max-prompt-tokens", str(shape.max_prompt_tokens), "--lr", str(args.trl_lr or args.lr),
            "--lr-schedule", args.lr_schedule if budget else "constant", "--budget", str(budget),
-           "--kl-coef", str(args.kl_coef), "--kl-target", str(args.kl_target), "--kl-horizon", str(args.kl_horizon),
+           "--kl-coef", str(args.trl_kl_coef if args.trl_kl_coef is not None else args.kl_coef), "--kl-target", str(args.kl_target), "--kl-horizon", str(args.kl_horizon),
            "--gamma", str(ppo.gamma), "--lam", str(ppo.gae_lambda), "--clip", str(ppo.clip_coef),
            "--vf-coef", str(ppo.vf_coef), "--max-grad-norm", str(ppo.max_grad_norm),
            "--seed", str(seed), "--threads", str(args.threads)]

@@ -22,7 +22,7 @@ from agents import functional as F
 from agents.lm import LMActorCritic
 from agents.logger import write_progress
 from agents.policies import ActorCritic
-from agents.ppo import ppo_update
+from agents.ppo import learning_rate_at, ppo_update
 from agents.rlhf.checkpoint import read_rlhf_checkpoint, restore_rlhf_checkpoint, save_rlhf_checkpoint
 from agents.rlhf.config import RLHFConfig, run_settings
 from agents.rlhf.metrics import format_metrics, response_metrics
@@ -162,7 +162,7 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) 
         while agent.iteration < total:
             it = agent.iteration
             seed = iteration_seed(config.seed, it, env.num_envs)
-            lr = ppo.learning_rate * (1.0 - it / total) if ppo.anneal_lr else ppo.learning_rate
+            lr = learning_rate_at(ppo, it, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
