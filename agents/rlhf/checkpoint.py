@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from agents.checkpoint import atomic_save, load_checkpoint
 from agents.rlhf.config import check_same_settings
+
+if TYPE_CHECKING:  # the agent is built in loop.py, which imports this module
+    from agents.rlhf.loop import RLHFAgent
 
 CHECKPOINT_FORMAT = "textenv.agents.rlhf"
 
@@ -92,7 +96,8 @@ def restore_rlhf_checkpoint(ckpt: dict, agent: "RLHFAgent", controller, path) ->
         set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot resume from {path}: the checkpoint does not fit this run ({type(e).__name__}: {e})") from e
+        raise ValueError(f"cannot resume from {path}: the checkpoint does not fit this run "
+                         f"({type(e).__name__}: {e})") from e
     return history
 
 

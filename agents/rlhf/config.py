@@ -204,6 +204,7 @@ def check_same_settings(saved: dict | None, now: dict, path) -> None:
         return
     differ = "; ".join(f"{k} (checkpoint {saved.get(k, missing)!r}, now {now.get(k, missing)!r})" for k in keys)
     why = (" (with ppo.anneal_lr the learning rate decays to 0 over the `responses` budget: another value "
-           "would change the schedule mid-run; a constant rate, anneal_lr=False, may be extended)") if "responses" in keys else ""
+           "would change the schedule mid-run; a constant rate, anneal_lr=False, may be extended)"
+           ) if "responses" in keys else ""
     raise ValueError(f"cannot resume from {path}: this run's settings differ from the checkpoint's: {differ}{why}. "
                      "Resume with the checkpoint's settings, or start a fresh run in another out_dir")

@@ -31,7 +31,8 @@ def evaluate(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | N
     beta = kwargs.pop("kl_coef", 0.0)  # evaluation reports the KL itself: the reward's beta does not matter
     env = TextGenVectorEnv(num_envs=len(prompts), policy=runner, prompts=list(prompts), **kwargs)
     try:
-        device = next(policy.parameters()).device if isinstance(policy, torch.nn.Module) else torch.device(runner.device)
+        module = isinstance(policy, torch.nn.Module)
+        device = next(policy.parameters()).device if module else torch.device(runner.device)
         generator = torch.Generator(device).manual_seed(seed)
         batch = collect_responses(env, runner, beta, seed, generator, device, prompts=prompts)
     finally:

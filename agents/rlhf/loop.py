@@ -196,7 +196,8 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) 
                 metrics = {"iteration": agent.iteration, "responses": agent.responses, **update,
                            **{k: v for k, v in stats.items() if k != "samples"},
                            "explained_variance": F.explained_variance(batch.values, returns, mask),
-                           "generated_tokens": agent.generated_tokens, "tokens_per_s": batch.generated_tokens / (rollout_s + update_s),
+                           "generated_tokens": agent.generated_tokens,
+                           "tokens_per_s": batch.generated_tokens / (rollout_s + update_s),
                            "rollout_s": rollout_s, "update_s": update_s, "loop_s": agent.loop_s, "learning_rate": lr}
                 history.append({**metrics, "samples": stats["samples"]})
                 if config.log_every and (agent.iteration % config.log_every == 0 or agent.iteration == total):

@@ -39,6 +39,7 @@ def response_metrics(batch: Responses, gold_fn: Callable | None, n_samples: int)
 def format_metrics(m: dict, total: int) -> str:
     """One console line per iteration."""
     return (f"iter {m['iteration']:4d}/{total}  resp {m['responses']:6d}  rm {m['rm_score']:+.3f}  "
-            f"gold {m['gold_score']:+.3f}  kl {m['kl']:6.2f}  beta {m['kl_coef']:.4f}  len {m['response_length']:4.1f}  "
+            f"gold {m['gold_score']:+.3f}  kl {m['kl']:6.2f}  beta {m['kl_coef']:.4f}  "
+            f"len {m['response_length']:4.1f}  "
             f"tok/s {m['tokens_per_s']:6.0f}  clip {m.get('clip_fraction', float('nan')):.2f}  "
             f"ev {m.get('explained_variance', float('nan')):+.2f}")

@@ -149,9 +149,9 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
     response_mask = buffers.pop("mask")
     ids = torch.cat([prompt_ids, actions * response_mask.long()], 1)
     mask = torch.cat([prompt_mask, response_mask.long()], 1)
-    return Responses(ids=ids, mask=mask, prompt_cols=P, obs_width=first["input_ids"].shape[1], response_mask=response_mask, scores=scores,
-                     prompts=row_prompts, texts=texts, kl_coef=float(kl_coef), generated_tokens=steps * B,
-                     **buffers)
+    return Responses(ids=ids, mask=mask, prompt_cols=P, obs_width=first["input_ids"].shape[1],
+                     response_mask=response_mask, scores=scores, prompts=row_prompts, texts=texts,
+                     kl_coef=float(kl_coef), generated_tokens=steps * B, **buffers)
 
 
 def score_responses(policy, batch: Responses, rows: Tensor, with_entropy_grad: bool = False):
