@@ -6,6 +6,8 @@ scheduler's SIGTERM would.
 
 import csv
 import errno
+import json
+import math
 import os
 import re
 import signal
@@ -155,6 +157,13 @@ def test_ctrl_c_in_the_example_says_how_to_resume_and_resume_starts_missing_seed
     assert f"seed 1: no checkpoint at {out / 'seed1' / 'checkpoint.pt'} yet: starting it fresh" in again.stdout
     assert "seed 0: no checkpoint" not in again.stdout
     assert progress_iterations(out / "seed0") == progress_iterations(out / "seed1") == list(range(1, 7))
+    # summary.json reports the budget spent and the scores per seed
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for r in runs:
+        assert r["responses"] == 24 and r["generated_tokens"] >= 24  # at least one token per response
+        assert r["loop_s"] > 0 and r["s_per_response"] == pytest.approx(r["loop_s"] / 24)
+        assert all(math.isfinite(r[k]) for k in ("gold", "rm", "kl"))
 
 
 # ---------------------------------------------------------------------------------------------- 5. the folder
