@@ -170,7 +170,7 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) 
                 start = time.perf_counter()
                 policy.eval()
                 generator = torch.Generator(device).manual_seed(seed)
-                batch = collect_responses(env, policy, controller.value, seed, generator, device, mode_b=mode_b)
+                batch = collect_responses(env, policy, controller.value, seed, generator, device)
                 rollout_s = time.perf_counter() - start
                 # 2. rewards: what the env paid each token, -beta * KL_t, plus the RM score on the last one
                 rewards, mask = batch.rewards, batch.response_mask

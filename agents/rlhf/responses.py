@@ -27,6 +27,7 @@ from torch import Tensor
 from agents.lm import env_sampling
 from agents.policies import ActorCritic
 from agents.utils import to_tensor
+from textenv.text.wrappers import step_values
 
 
 @dataclass
@@ -91,7 +92,7 @@ def policy_step(policy, obs: dict, sampling) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.Generator,
-                      device: torch.device, prompts: list | None = None, mode_b: bool = False) -> Responses:
+                      device: torch.device, prompts: list | None = None) -> Responses:
     """One response per row of ``env`` (a TextGen vector env), sampled from ``policy``.
 
     Args:
@@ -101,7 +102,8 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
         seed: the reset's seed (row i draws its prompt with ``seed + i``).
         generator: the torch generator the tokens are sampled with (on ``device``).
         prompts: one prompt per row instead of drawn ones (evaluation).
-        mode_b: the policy is not the env's (no ``kl`` in the infos): subtract ``kl_coef * log pi`` here.
+    An env without the policy (mode b: its infos carry no ``kl``) pays ``+kl_coef * log pi_ref``; the
+    ``-kl_coef * log pi`` half is then subtracted here, so both modes pay ``-kl_coef * k1`` per token.
     """
     options = {"kl_coef": kl_coef, **({"prompts": list(prompts)} if prompts is not None else {})}
     obs, info = env.reset(seed=seed, options=options)
@@ -127,14 +129,12 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
         steps += 1
         done = np.asarray(terminated) | np.asarray(truncated)
         final = info.get("final_info", {})
-        per_token = {}
-        for key in ("kl", "ref_logprob"):
-            if key in info or key in final:
-                per_token[key] = np.where(done, final.get(key, 0.0), info.get(key, 0.0))
-        kl = torch.as_tensor(per_token["kl"], dtype=torch.float32, device=device) if "kl" in per_token else \
-            logprob - torch.as_tensor(per_token["ref_logprob"], dtype=torch.float32, device=device)
+        env_kl = step_values(info, done, "kl")  # mode (a): the env measured KL_t from the policy's own forward
         paid = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        if mode_b:
+        if env_kl is not None:
+            kl = torch.as_tensor(env_kl, dtype=torch.float32, device=device)
+        else:  # mode (b): the env paid +beta * log pi_ref; the -beta * log pi half is paid here
+            kl = logprob - torch.as_tensor(step_values(info, done, "ref_logprob"), dtype=torch.float32, device=device)
             paid = paid - kl_coef * logprob
         rows = torch.as_tensor(active, device=device)
         actions[rows, t] = action[rows]

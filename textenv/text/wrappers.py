@@ -6,6 +6,18 @@ import gymnasium as gym
 import numpy as np
 
 
+def step_values(info: dict, done: np.ndarray, key: str) -> np.ndarray | None:
+    """This step's value of a per-step info key for every row (N,), or None when the env reports no ``key``.
+
+    With same-step autoreset a row that ended has its last step's values in ``info["final_info"]`` and
+    its new episode's reset info at the top level, so its value is read from the former.
+    """
+    final = info.get("final_info", {})
+    if key not in info and key not in final:
+        return None
+    return np.where(done, final.get(key, 0.0), info.get(key, 0.0))
+
+
 class RecordResponseStatistics(gym.vector.VectorWrapper):
     """Adds each response's summed KL, reference log-prob and length to a TextGen vector env's ``final_info``
     (as Gymnasium's ``RecordEpisodeStatistics`` adds returns), and reports the response limit as termination.
@@ -37,9 +49,9 @@ class RecordResponseStatistics(gym.vector.VectorWrapper):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         done = np.asarray(terminated) | np.asarray(truncated)
         final = info.get("final_info", {})
-        ref = np.where(done, final.get("ref_logprob", 0.0), info.get("ref_logprob", 0.0)) if done.any() else info["ref_logprob"]
-        has_kl = "kl" in info or "kl" in final
-        kl = np.where(done, final.get("kl", 0.0), info.get("kl", 0.0)) if has_kl else np.zeros_like(ref)
+        ref, kl = step_values(info, done, "ref_logprob"), step_values(info, done, "kl")
+        has_kl = kl is not None
+        kl = kl if has_kl else np.zeros_like(ref)
         self._ep_kl += kl
         self._ep_ref += ref
         self._ep_len += 1
