@@ -189,6 +189,10 @@ class TextGenCore:
         why = " (MAX_KL_COEF: larger ones overflow the float32 penalty)"
         return check_real(name, value, low=0.0, high=MAX_KL_COEF, why=why)
 
+    def kl_coef_option(self, options: dict) -> float | None:
+        """The checked ``options["kl_coef"]`` of a reset (None when absent), set only once the reset commits."""
+        return None if "kl_coef" not in options else self.check_kl_coef(options["kl_coef"], "options['kl_coef']")
+
     # -- prompts ----------------------------------------------------------------------------------
 
     def sample_prompt(self, rng: np.random.Generator) -> str:

@@ -207,7 +207,7 @@ class TextGenEnv(gym.Env):
         seed = check_seed(seed)
         options = check_options(options, ("prompt", "kl_coef"))
         prompt = options.get("prompt")
-        kl_coef = None if "kl_coef" not in options else self.core.check_kl_coef(options["kl_coef"], "options['kl_coef']")
+        kl_coef = self.core.kl_coef_option(options)
         encoded = None if prompt is None else self.core.encode_prompt(prompt)
         before = self._np_random, self._np_random_seed
         try:  # a drawn prompt may still fail to encode: then the generator is the old one, in its old state

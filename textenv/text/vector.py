@@ -83,7 +83,7 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
         seeds = check_row_seeds(seed, self.num_envs)
         options = check_options(options, self.OPTIONS)
         rows = self._rows_to_reset(options.get("reset_mask"))
-        kl_coef = None if "kl_coef" not in options else self.core.check_kl_coef(options["kl_coef"], "options['kl_coef']")
+        kl_coef = self.core.kl_coef_option(options)
         encoded = {i: self.core.encode_prompt(p) for i, p in self._given_prompts(options, rows).items()}
         fresh = {i: seeding.np_random(seeds[i]) for i in rows if seeds[i] is not None or self._rngs[i] is None}
         draw = [i for i in rows if i not in encoded]
