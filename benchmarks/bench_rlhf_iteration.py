@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
 
@@ -69,14 +68,6 @@ def instrument_env(env, timers: Timers) -> None:
     core.reward_fn = TimedCallable(core.reward_fn, timers, "reward model")
 
 
-@dataclass
-class FixedLengthEnv(TextEnvConfig):
-    """The task with responses that always run ``max_new_tokens`` tokens: both sides generate exactly T x N."""
-
-    def env_kwargs(self) -> dict:
-        return {**super().env_kwargs(), "stop_at_eos": False}
-
-
 def env_kwargs(args) -> dict:
     kw = dict(max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens, device=args.device)
     kw.update({k: getattr(args, k) for k in ("model", "reward", "prompts") if getattr(args, k)})
@@ -94,7 +85,8 @@ def sft(args) -> str:
 def bench_ours(args) -> dict:
     """train_rlhf for warmup + timed iterations; the callback of the last warm-up one installs the timers."""
     config = RLHFConfig(
-        env=FixedLengthEnv(num_envs=args.num_envs, **env_kwargs(args)),
+        # responses of the full length: both sides generate exactly T x N tokens
+        env=TextEnvConfig(num_envs=args.num_envs, stop_at_eos=False, **env_kwargs(args)),
         kl=KLConfig(init_coef=0.05, target=None),  # a fixed beta, as the SB3 side pays
         ppo=rlhf_ppo_config(n_epochs=args.epochs, n_minibatches=args.minibatches, anneal_lr=False),
         responses=(args.warmup + args.iterations) * args.num_envs,

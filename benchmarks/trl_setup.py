@@ -65,14 +65,6 @@ class Task:
     trl_prompts: str
 
 
-@dataclass
-class FixedLengthEnv(TextEnvConfig):
-    """The task with responses that always run ``max_new_tokens`` tokens (EOS does not end them): speed mode."""
-
-    def env_kwargs(self) -> dict:
-        return {**super().env_kwargs(), "stop_at_eos": False}
-
-
 # ---------------------------------------------------------------------------------------------- the TRL venv
 VERSIONS = """
 import importlib.metadata, json, sys
@@ -208,10 +200,11 @@ def ours_config(task: Task, shape: Shape, args, seed: int, responses: int, fixed
     linearly over ``responses`` in learn mode (TRL's LambdaLR gives the same rate at every iteration)."""
     if shape.batch % shape.minibatch:
         raise ValueError(f"batch {shape.batch} is not a multiple of minibatch {shape.minibatch}")
-    env_cls = FixedLengthEnv if fixed_length else TextEnvConfig
     return RLHFConfig(
-        env=env_cls(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts, num_envs=shape.batch,
-                    max_new_tokens=shape.max_new_tokens, max_prompt_tokens=shape.max_prompt_tokens, device="cpu"),
+        env=TextEnvConfig(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts,
+                          num_envs=shape.batch, max_new_tokens=shape.max_new_tokens,
+                          max_prompt_tokens=shape.max_prompt_tokens, device="cpu",
+                          stop_at_eos=not fixed_length),  # speed mode: responses of the full length
         kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
         ppo=rlhf_ppo_config(n_epochs=shape.epochs, n_minibatches=shape.batch // shape.minibatch, learning_rate=args.lr,
                             anneal_lr=not fixed_length and args.lr_schedule == "linear",

@@ -144,3 +144,19 @@ def test_train_rlhf_learns_to_say_the_rewarded_token(lm_dir):
     first, last = np.mean([x["rm_score"] for x in h[:2]]), np.mean([x["rm_score"] for x in h[-2:]])
     assert all(math.isfinite(x["policy_loss"]) for x in h)
     assert last > first + 1.0, (first, last)  # more than one more rewarded word per 4-token response
+
+
+def test_responses_run_the_full_length_when_eos_does_not_end_them(lm_dir):
+    def eos_prone_policy():
+        policy = LMActorCritic(str(lm_dir), device="cpu")
+        eos_bonus = torch.zeros(policy.model.config.vocab_size)
+        eos_bonus[1] = EOS_BONUS
+        policy.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_bonus)
+        return policy
+
+    def lengths(stop_at_eos):
+        cfg = tiny(lm_dir, env={"stop_at_eos": stop_at_eos, "num_envs": 8}, responses=8, policy=eos_prone_policy())
+        return train_rlhf(cfg).history[0]
+    assert lengths(True)["response_length"] < 5  # EOS ends some responses early
+    fixed = lengths(False)
+    assert fixed["response_length"] == 5 and fixed["generated_tokens"] == 8 * 5

@@ -62,13 +62,16 @@ class TextEnvConfig:
     """policy-side nucleus (1.0: off)"""
     kl_estimator: str = "k1"
     """per-token KL estimator of the env's penalty (textenv.text.kl)"""
+    stop_at_eos: bool = True
+    """EOS ends a response; False: every response runs max_new_tokens tokens (fixed-length speed runs)"""
     device: str = "auto"
     """where the env's reference and reward model run"""
 
     def env_kwargs(self) -> dict:
         """Keyword arguments of TextGenVectorEnv (without num_envs and policy)."""
         out = {k: getattr(self, k) for k in ("model", "reward", "prompts", "max_new_tokens", "max_prompt_tokens",
-                                             "temperature", "top_k", "top_p", "kl_estimator", "device")}
+                                             "temperature", "top_k", "top_p", "kl_estimator", "stop_at_eos",
+                                             "device")}
         return {k: v for k, v in out.items() if v is not None}
 
 
