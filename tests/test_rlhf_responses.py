@@ -24,14 +24,19 @@ def make_env(lm_dir, policy, n=6, reward=length_reward, **kw):
                             max_prompt_tokens=6, temperature=0.9, top_k=20, device="cpu", policy=policy, **kw)
 
 
+def favour_eos(policy: LMActorCritic) -> LMActorCritic:
+    """The tiny random LM rarely says EOS: favour it, so that responses end at different lengths."""
+    eos_bonus = torch.zeros(policy.model.config.vocab_size)
+    eos_bonus[1] = EOS_BONUS
+    policy.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_bonus)
+    return policy
+
+
 def rollout(lm_dir, n=6, seed=0, beta=0.1, **kw):
     policy = LMActorCritic(str(lm_dir), sampling=SAMPLING, device="cpu")
     with torch.no_grad():  # a value head that says something, so the values can be compared
         policy.value_head.weight.normal_(0, 0.3)
-    # The tiny random LM rarely says EOS: favour it, so that responses end at different lengths.
-    eos_bonus = torch.zeros(policy.model.config.vocab_size)
-    eos_bonus[1] = EOS_BONUS
-    policy.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_bonus)
+    favour_eos(policy)
     env = make_env(lm_dir, policy, n=n, **kw)
     batch = collect_responses(env, policy, beta, seed, torch.Generator().manual_seed(seed), torch.device("cpu"))
     return policy, env, batch
@@ -147,15 +152,9 @@ def test_train_rlhf_learns_to_say_the_rewarded_token(lm_dir):
 
 
 def test_responses_run_the_full_length_when_eos_does_not_end_them(lm_dir):
-    def eos_prone_policy():
-        policy = LMActorCritic(str(lm_dir), device="cpu")
-        eos_bonus = torch.zeros(policy.model.config.vocab_size)
-        eos_bonus[1] = EOS_BONUS
-        policy.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_bonus)
-        return policy
-
     def lengths(stop_at_eos):
-        cfg = tiny(lm_dir, env={"stop_at_eos": stop_at_eos, "num_envs": 8}, responses=8, policy=eos_prone_policy())
+        policy = favour_eos(LMActorCritic(str(lm_dir), device="cpu"))
+        cfg = tiny(lm_dir, env={"stop_at_eos": stop_at_eos, "num_envs": 8}, responses=8, policy=policy)
         return train_rlhf(cfg).history[0]
     assert lengths(True)["response_length"] < 5  # EOS ends some responses early
     fixed = lengths(False)
