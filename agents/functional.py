@@ -220,3 +220,72 @@ def explained_variance(predicted: Tensor, target: Tensor, mask: Tensor | None = 
     if var_target.item() == 0.0:
         return float("nan")
     return float(1.0 - var_residual / var_target)
+
+
+def _groups(returns: Tensor, group_size: int) -> Tensor:
+    """(B,) -> (B / K, K): row g holds the K responses to prompt g (rows g*K .. g*K + K - 1 of the batch)."""
+    if returns.dim() != 1 or group_size < 2 or returns.numel() % group_size:
+        raise ValueError(f"group advantages need a flat (B,) batch of whole groups of group_size >= 2 responses, "
+                         f"got shape {tuple(returns.shape)} with group_size {group_size}")
+    return returns.reshape(-1, group_size)
+
+
+def rloo_advantages(returns: Tensor, group_size: int) -> Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): each response's baseline is the
+    mean return of the other K - 1 responses to the same prompt, so it is unbiased (independent of the
+    response it judges) and needs no critic.
+
+        A_i = R_i - 1/(K-1) sum_{j != i} R_j  =  K/(K-1) (R_i - mean_j R_j)
+
+    Args:
+        returns: (B,) one return per response (the RM score minus beta times the response's KL when the KL
+            is paid in the reward), grouped: responses g*K .. g*K + K - 1 answer prompt g.
+    Returns:
+        (B,) advantages; each group's sum to 0.
+    """
+    groups = _groups(returns, group_size)
+    others_mean = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others_mean).reshape(-1)
+
+
+def grpo_advantages(returns: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+    """Group-normalised returns of GRPO (Shao et al. 2024, DeepSeekMath, section 4.1.2):
+    A_i = (R_i - mean_g R) / (std_g R + eps), the standard deviation unbiased (1 / (K - 1)), as TRL's
+    GRPOTrainer computes it; a group of equal returns gets advantages 0.
+
+    Args:
+        returns: (B,) grouped as in ``rloo_advantages``.
+    """
+    groups = _groups(returns, group_size)
+    mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
+    return ((groups - mean) / (std + eps)).reshape(-1)
+
+
+def kl_loss(logprob: Tensor, ref_logprob: Tensor, mask: Tensor | None = None) -> Tensor:
+    """GRPO's KL term, mean over the response tokens of k3 = pi_ref/pi - log(pi_ref/pi) - 1 at the sampled
+    tokens (Shao et al. 2024, eq. 4): added to the loss times beta instead of paid in the reward. Its
+    gradient pulls pi towards the reference; it is never negative."""
+    return masked_mean(kl_penalty(logprob, ref_logprob, "k3"), mask)
+
+
+def dpo_loss(chosen_logprob: Tensor, rejected_logprob: Tensor, ref_chosen_logprob: Tensor,
+             ref_rejected_logprob: Tensor, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Direct preference optimisation (Rafailov et al. 2023, eq. 7): the reward model's pairwise loss with
+    the implicit reward r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)).
+
+        L = -mean log sigmoid(r(x, y_chosen) - r(x, y_rejected))
+
+    Args:
+        chosen_logprob, rejected_logprob: (B,) the policy's log-probability of each pair's whole response
+            (summed over its tokens); ``ref_*`` the same under the frozen reference.
+    Returns:
+        the loss (scalar) and detached diagnostics: the mean implicit rewards of chosen and rejected
+        responses, their margin and the fraction of pairs ranked right.
+    """
+    chosen = beta * (chosen_logprob - ref_chosen_logprob)
+    rejected = beta * (rejected_logprob - ref_rejected_logprob)
+    loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+    with torch.no_grad():
+        info = {"chosen_reward": chosen.mean(), "rejected_reward": rejected.mean(),
+                "reward_margin": (chosen - rejected).mean(), "accuracy": (chosen > rejected).float().mean()}
+    return loss, info

@@ -1,6 +1,6 @@
 """KL coefficient controllers for the RLHF penalty: fixed, or the adaptive controller of Ziegler et al. 2019.
 
-Both expose ``value`` (the current beta), ``update(current_kl, n_steps) -> beta`` after each iteration, and
+Both expose ``value`` (the current beta), ``update(current_kl, n_episodes) -> beta`` after each iteration, and
 ``state_dict`` / ``load_state_dict`` for checkpoints.
 """
 
@@ -17,7 +17,7 @@ class FixedKLController:
     def __init__(self, kl_coef: float):
         self.value = float(kl_coef)
 
-    def update(self, current_kl: float, n_steps: int) -> float:
+    def update(self, current_kl: float, n_episodes: int) -> float:
         return self.value
 
     def state_dict(self) -> dict:
@@ -30,12 +30,12 @@ class FixedKLController:
 class AdaptiveKLController:
     """Proportional control of beta towards a KL target (Ziegler et al. 2019, section 2.2).
 
-        e = clip(KL / target - 1, -0.2, 0.2);   beta <- beta * (1 + e * n_steps / horizon)
+        e = clip(KL / target - 1, -0.2, 0.2);   beta <- beta * (1 + e * n_episodes / horizon)
 
     Args:
         init_kl_coef: starting beta.
         target: the KL per episode (nats, summed over the response's tokens) to hold.
-        horizon: how many episodes (n_steps summed over updates) a full 20% correction is spread over.
+        horizon: how many episodes (n_episodes summed over updates) a full 20% correction is spread over.
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
@@ -43,12 +43,13 @@ class AdaptiveKLController:
             raise ValueError(f"target and horizon must be > 0, got target={target}, horizon={horizon}")
         self.value, self.target, self.horizon = float(init_kl_coef), float(target), float(horizon)
 
-    def update(self, current_kl: float, n_steps: int) -> float:
-        """Move beta after a batch of ``n_steps`` episodes whose mean KL was ``current_kl``; returns the new beta."""
+    def update(self, current_kl: float, n_episodes: int) -> float:
+        """Move beta after a batch of ``n_episodes`` episodes (responses) whose mean KL was ``current_kl``;
+        returns the new beta."""
         if not math.isfinite(current_kl):
             return self.value  # no finished episode this iteration: nothing to react to
         error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
-        self.value *= 1.0 + error * n_steps / self.horizon
+        self.value *= 1.0 + error * n_episodes / self.horizon
         return self.value
 
     def state_dict(self) -> dict:

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from agents.policies import ActorCritic
 from agents.utils import resolve_device
+from transformers.modeling_layers import GradientCheckpointingLayer
+
 from textenv.text.decoding import IncrementalLM, cache_keyword
 from textenv.text.loading import load_causal_lm
 from textenv.text.sampling import SamplingConfig
@@ -191,7 +193,13 @@ class LMActorCritic(ActorCritic):
             of the policy's trunk.
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         mixed_precision: run the update's forward under bf16 autocast on CUDA, and in the RLHF update on a
-            CPU that multiplies bf16 natively (AVX512-BF16 / AMX); ignored elsewhere.
+            CPU that multiplies bf16 natively (AVX512-BF16 / AMX); ignored elsewhere. Log-probabilities,
+            log-sum-exp and entropy are computed in float32 either way.
+        lora: an ``agents.rlhf.LoRAConfig``: only a LoRA adapter (``agents.lora.add_lora``) and the value
+            head train; ``reference_context()`` switches the adapter off, so an env given this policy and its
+            ``model`` as the reference runs the base model from the same weights. Needs ``critic="shared"``.
+        gradient_checkpointing: recompute the LM's activations in the update's backward pass (the HF model's
+            ``gradient_checkpointing_enable``, non-reentrant): less memory, about one more forward.
     """
 
     def __init__(
@@ -202,12 +210,27 @@ class LMActorCritic(ActorCritic):
         critic_model=None,
         device: str | torch.device = "auto",
         mixed_precision: bool = False,
+        lora=None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if critic not in ("shared", "separate"):
             raise ValueError(f"critic must be 'shared' or 'separate', got {critic!r}")
+        if lora is not None and critic != "shared":
+            raise ValueError("lora needs critic='shared': the value head reads the adapted trunk")
         dev = resolve_device(device)
         self.model = load_lm(model, dev)
+        self._peft: tuple = ()  # (peft.PeftModel,): a tuple, so its modules are not registered a second time
+        if lora is not None:
+            from agents.lora import add_lora
+
+            self.model, peft_model = add_lora(self.model, lora)
+            self._peft = (peft_model,)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if self.gradient_checkpointing:
+            # transformers 5.24 renamed gradient_checkpointing_enable (the old name warns until v6)
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
         self.sampling = sampling or SamplingConfig()
         self.critic = critic
         self.mixed_precision = mixed_precision
@@ -237,7 +260,40 @@ class LMActorCritic(ActorCritic):
         self.model.eval()
         if self.critic_trunk is not None:
             self.critic_trunk.eval()
+        if self.gradient_checkpointing:  # HF checkpoints a layer only when it is training; its dropouts stay off
+            for layer in self.model.modules():
+                if isinstance(layer, GradientCheckpointingLayer):
+                    layer.training = mode
         return self
+
+    # ------------------------------------------------------------------ LoRA: the reference and the checkpoint
+    @property
+    def reference_context(self):
+        """With LoRA: a callable returning the context in which ``model`` is the base model (adapter off); else None."""
+        return self._peft[0].disable_adapter if self._peft else None
+
+    def reference_parameters(self) -> list[Tensor]:
+        """The LM's frozen parameters: with LoRA, the base model's weights (the reference's)."""
+        return [p for p in self.model.parameters() if not p.requires_grad]
+
+    def trainable_state_dict(self) -> dict:
+        """What a checkpoint needs: with LoRA the adapter, value head (and critic), not the frozen LM; else all."""
+        if not self._peft:
+            return self.state_dict()
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state_dict(self, state: dict) -> None:
+        """Load ``trainable_state_dict``'s output; a key it does not hold, or a trainable one missing, is an error."""
+        if not self._peft:
+            self.load_state_dict(state)
+            return
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(trainable - set(state)), sorted(set(state) - trainable)
+        if missing or unexpected:
+            raise RuntimeError(f"the saved adapter does not fit this LoRA policy: missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]} (was it saved with other LoRA settings?)")
+        self.load_state_dict(state, strict=False)
 
     # ------------------------------------------------------------------ acting (no grad, KV-cached)
     @property

@@ -24,13 +24,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents import distributed as D
 from agents import functional as F
 from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, space_to_dict
 from agents.logger import Logger
+from agents.onpolicy import build_agent, episode_metrics, predict
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
 from agents.run_guard import StopSignals, TrainingInterrupted, with_context
-from agents.utils import add_batch_dim, flatten_time, index, is_single_obs, resolve_device, seed_everything, to_tensor
+from agents.utils import flatten_time, index, seed_everything
 
 CHECKPOINT_FORMAT = "textenv.agents.PPO"
 
@@ -89,7 +91,7 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-Callback = Callable[["PPO", dict], "bool | None"]
+Callback = Callable[["PPO", dict], "bool | None"]  # agents.onpolicy.Callback, typed for PPO
 """Called after every iteration with the agent and that iteration's metrics; returning False stops learn()."""
 
 
@@ -115,23 +117,21 @@ class PPO:
         **hyperparameters,
     ):
         self.config = dataclasses.replace(config or PPOConfig(), **hyperparameters)
-        self.device = resolve_device(device)
+        self.world = D.init_from_env(device)  # under torchrun: this rank, its GPU; else a world of one
         self.seed = seed
-        seed_everything(seed)
-        self.env = None if env is None else as_vector_env(env)
-        if self.env is not None:
-            self.observation_space = self.env.single_observation_space
-            self.action_space = self.env.single_action_space
-            if seed is not None:
-                self.env.action_space.seed(seed)
-        elif policy is None:
-            raise ValueError("PPO needs an env, or a policy when it is built without one")
-        self.policy = (policy or MLPActorCritic(self.observation_space, self.action_space)).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5)
+        parts = build_agent(env, policy, seed, device, self.config.learning_rate)
+        self.device, self.env, self.policy, self.optimizer = parts.device, parts.env, parts.policy, parts.optimizer
+        self.observation_space, self.action_space = parts.observation_space, parts.action_space
         self.num_timesteps = 0
         self.iteration = 0
         self._collector: RolloutCollector | None = None
         self._reset_seed = seed
+        if self.world.size > 1:  # one policy: rank 0's start; each rank its own samples and episodes
+            D.broadcast_module(self.policy)
+            if seed is not None:
+                n_envs = self.env.num_envs if self.env is not None else 1
+                self._reset_seed = seed + self.world.rank * n_envs
+                seed_everything(seed + 1_000_003 * self.world.rank)
         self.last_rollout: Rollout | None = None
 
     # ------------------------------------------------------------------ training
@@ -150,9 +150,10 @@ class PPO:
         if self.env is None:
             raise ValueError("this PPO has no env: pass one to PPO(...) or PPO.load(path, env=...) to train")
         cfg = self.config
-        batch = cfg.n_steps * self.env.num_envs
+        main = self.world.is_main  # under torchrun rank 0 logs and saves; total_timesteps counts all ranks
+        batch = cfg.n_steps * self.env.num_envs * self.world.size
         n_iterations = max(1, math.ceil(total_timesteps / batch))
-        logger = Logger(cfg.log_dir, n_iterations, cfg.progress_bar)
+        logger = Logger(cfg.log_dir if main else None, n_iterations, cfg.progress_bar and main)
         # With a log_dir, Ctrl-C / SIGTERM let the iteration finish, then log_dir/checkpoint.pt is written.
         signals = StopSignals() if cfg.log_dir is not None else None
         try:
@@ -160,8 +161,8 @@ class PPO:
                 for i in range(n_iterations):
                     metrics = self._iteration(i, n_iterations, batch)
                     logger.log(metrics, self.num_timesteps)
-                    stop = callback is not None and callback(self, metrics) is False
-                    if signals is not None and signals.received is not None:
+                    stop = D.any_rank(callback is not None and callback(self, metrics) is False)
+                    if D.any_rank(signals is not None and signals.received is not None):
                         path = self.save(Path(cfg.log_dir) / "checkpoint.pt")
                         raise TrainingInterrupted(signals.received, self.iteration, path,
                                                   resume_hint=f"PPO.load({str(path)!r}, env=env).learn(...)")
@@ -183,10 +184,10 @@ class PPO:
         rollout_time = time.perf_counter() - start
         self.policy.train()
         metrics = self.update(rollout)
-        self.num_timesteps += int(rollout.mask.sum().item())
+        self.num_timesteps += int(D.all_sum_numbers([rollout.mask.sum().item()])[0])
         self.iteration += 1
         elapsed = time.perf_counter() - start
-        metrics.update(episode_metrics(rollout))
+        metrics.update(episode_metrics(rollout, self.world.size > 1))
         metrics.update(
             iteration=self.iteration,
             timesteps=self.num_timesteps,
@@ -229,7 +230,8 @@ class PPO:
         metrics = ppo_update(self.policy, self.optimizer, cfg, batch, lambda: self._minibatches(T, N),
                              lambda mb: self.policy.evaluate_actions(index(b_obs, mb), b_actions[mb]),
                              f"iteration {self.iteration + 1}")
-        metrics["explained_variance"] = F.explained_variance(rollout.values, returns, rollout.mask)
+        metrics["explained_variance"] = F.explained_variance(
+            *(D.gather_rows(t) for t in (rollout.values, returns, rollout.mask.to(returns.dtype))))  # over all ranks' steps
         return metrics
 
     def _minibatches(self, T: int, N: int):
@@ -252,12 +254,7 @@ class PPO:
     # ------------------------------------------------------------------ acting
     def predict(self, obs, deterministic: bool = False) -> tuple[np.ndarray | int, None]:
         """Action(s) for one observation or a batch, as in stable-baselines3: returns (action, None)."""
-        single = is_single_obs(obs, self.observation_space)
-        batch = add_batch_dim(obs) if single else obs
-        self.policy.eval()
-        actions, _, _ = self.policy.act(to_tensor(batch, self.device), deterministic=deterministic)
-        actions = actions.cpu().numpy()
-        return (int(actions[0]) if single else actions), None
+        return predict(self.policy, obs, self.observation_space, self.device, deterministic)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -266,10 +263,14 @@ class PPO:
         For an ``MLPActorCritic`` the checkpoint also holds its constructor arguments, so ``PPO.load(path)``
         rebuilds it without being given a policy.
 
+        Under torchrun only rank 0 writes (every rank holds the same policy); the others return ``path``.
+
         Raises:
             ValueError: a weight is NaN or inf (the message names it; the previous file at ``path`` is kept).
             OSError: the file could not be written (the message names it; the previous file is kept).
         """
+        if not self.world.is_main:
+            return Path(path)
         return atomic_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -348,7 +349,8 @@ def learning_rate_at(cfg: PPOConfig, iteration: int, n_iterations: int) -> float
 
 
 def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: PPOConfig, batch: dict,
-               minibatches: Callable[[], Iterable[torch.Tensor]], score: Callable, where: str) -> dict[str, float]:
+               minibatches: Callable[[], Iterable[torch.Tensor]], score: Callable, where: str,
+               kl_coef: float = 0.0) -> dict[str, float]:
     """The PPO update every agent here runs: ``cfg.n_epochs`` passes of minibatch steps on the lectures'
     loss L = L_POLICY + c1 L_VF - c2 H, with gradient clipping and the optional early stop at ``target_kl``.
 
@@ -360,44 +362,58 @@ def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: P
         score: ``score(index) -> (logprob, entropy, values)`` of the current policy, shaped like
             ``batch["logprobs"][index]``.
         where: what the error message calls this update ("iteration 7").
+        kl_coef: beta of GRPO's KL term: > 0 adds ``kl_coef * F.kl_loss`` against ``batch["ref_logprobs"]``
+            (the reference's log-probs of the taken actions) to the loss, and reports it as ``kl_loss``.
     Returns:
         the mean over minibatch steps of policy_loss, value_loss, entropy, grad_norm, clip_fraction,
         approx_kl and ratio, plus ``epochs`` (the passes done).
     """
     advantages, mask = batch["advantages"], batch["mask"]
     if cfg.norm_adv and cfg.norm_adv_over == "batch":
-        advantages = F.masked_whiten(advantages, mask)
+        advantages = D.masked_whiten(advantages, mask)
     sums: dict[str, float] = {}
     n_updates, epoch, stop = 0, 0, False
     for epoch in range(cfg.n_epochs):
         for mb in minibatches():
             mb_mask = mask[mb]
-            if mb_mask.sum() == 0:
+            # Under torchrun minibatch k is the union of every rank's k-th minibatch: its tokens are counted
+            # over all ranks, so every decision below (skip, whiten, weigh, stop) is the same on each rank.
+            weight, n_tokens = D.token_weight(mb_mask.sum())
+            if n_tokens == 0:
                 continue
             logprob, entropy, value = score(mb)
             mb_adv = advantages[mb]
             if cfg.norm_adv and cfg.norm_adv_over == "minibatch":
-                mb_adv = F.masked_whiten(mb_adv, mb_mask)
+                mb_adv = D.masked_whiten(mb_adv, mb_mask)
             pg_loss, info = F.policy_loss(logprob, batch["logprobs"][mb], mb_adv, cfg.clip_coef, mb_mask)
             v_loss = F.value_loss(value, batch["values"][mb], batch["returns"][mb],
                                   cfg.clip_coef if cfg.clip_vloss else None, mb_mask)
             ent = F.masked_mean(entropy, mb_mask)
             loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
-            if not torch.isfinite(loss):
+            if kl_coef > 0:
+                ref_kl = F.kl_loss(logprob, batch["ref_logprobs"][mb], mb_mask)
+                loss = loss + kl_coef * ref_kl
+                info = {**info, "kl_loss": ref_kl.detach()}
+            terms = D.token_mean({"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+                                  "entropy": ent.item(), **{k: v.item() for k, v in info.items()}},
+                                 float(mb_mask.sum()), float(n_tokens))
+            if not math.isfinite(terms.pop("loss")):  # the same verdict on every rank
                 raise FloatingPointError(
                     f"PPO loss became {loss.item()} at {where}, epoch {epoch} (policy {pg_loss.item()}, value "
                     f"{v_loss.item()}, entropy {ent.item()}): check the rewards for NaN/inf or lower the learning rate"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight.to(loss.dtype) if D.world().size > 1 else loss).backward()
+            D.average_gradients(policy.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            step_metrics = {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": ent.item(),
-                            "grad_norm": float(grad_norm), **{k: v.item() for k, v in info.items()}}
+            step_metrics = {k: terms[k] for k in ("policy_loss", "value_loss", "entropy")}
+            step_metrics["grad_norm"] = float(grad_norm)
+            step_metrics.update((k, terms[k]) for k in info)
             for k, v in step_metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_updates += 1
-            if cfg.target_kl is not None and info["approx_kl"].item() > cfg.target_kl:
+            if cfg.target_kl is not None and step_metrics["approx_kl"] > cfg.target_kl:
                 stop = True
                 break
         if stop:
@@ -436,14 +452,3 @@ def hidden_sizes_from_weights(state: dict) -> list[int]:
     """Hidden widths of an MLPActorCritic state dict: the rows of each ``actor.<i>.weight`` but the last."""
     layers = sorted(int(k.split(".")[1]) for k in state if k.startswith("actor.") and k.endswith(".weight"))
     return [int(state[f"actor.{i}.weight"].shape[0]) for i in layers[:-1]]
-
-
-def episode_metrics(rollout: Rollout) -> dict[str, float]:
-    """Mean return and length of the episodes that finished during the rollout (NaN when none did)."""
-    if not rollout.episode_returns:
-        return {"episode_return": float("nan"), "episode_length": float("nan"), "episodes": 0}
-    return {
-        "episode_return": float(np.mean(rollout.episode_returns)),
-        "episode_length": float(np.mean(rollout.episode_lengths)),
-        "episodes": len(rollout.episode_returns),
-    }

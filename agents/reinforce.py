@@ -15,13 +15,18 @@ weight Psi_t each action gets ("Reducing variance"), which is ``ESTIMATORS``:
     "return"        R(tau), the whole discounted return of the episode, past rewards included
     "reward_to_go"  G_t = sum_{t' >= t} gamma^(t'-t) r_t'       ("you can't alter the past")
     "baseline"      G_t - V(s_t), V learned by regressing G_t      ("subtracting a baseline")
+    "group"         R(tau_i) minus the mean return of the batch's other whole episodes: the leave-one-out
+                    baseline of RLOO (agents.functional.rloo_advantages), critic-free; unbiased because the
+                    other episodes do not depend on this one's actions, and a group of episodes from one
+                    start state on the grid (every episode starts on the cat's cell), as RLOO's K responses
+                    share their prompt
     "gae"           GAE(gamma, lambda) advantage with the learned V ("Generalized Advantage Estimation")
 
 PPO (agents.ppo) is the next rung: its clipped, importance-sampled surrogate has, at ratio 1 (the
 first minibatch of an update), the same gradient as "gae"; importance sampling lets it take several
 steps on one rollout, and clipping keeps those steps close to the policy that collected the data.
 
-The return estimators (the first three) are Monte Carlo: they use only episodes that start and end
+The return estimators (all but "gae") are Monte Carlo: they use only episodes that start and end
 inside the rollout (``whole_episode_mask``); a time-limit truncation counts as the end of an episode,
 as in the lecture ("run each trajectory for 100 steps or until the cat faints"). "gae" bootstraps from V
 where an episode is cut, so it uses every step.
@@ -44,13 +49,12 @@ from torch import Tensor
 
 from agents import functional as F
 from agents.logger import Logger
-from agents.policies import ActorCritic, MLPActorCritic
-from agents.ppo import episode_metrics
-from agents.utils import add_batch_dim, is_single_obs
-from agents.rollout import Rollout, RolloutCollector, as_vector_env
-from agents.utils import flatten_time, resolve_device, seed_everything, to_tensor
+from agents.onpolicy import build_agent, episode_metrics, predict
+from agents.policies import ActorCritic
+from agents.rollout import Rollout, RolloutCollector
+from agents.utils import flatten_time
 
-ESTIMATORS = ("return", "reward_to_go", "baseline", "gae")
+ESTIMATORS = ("return", "reward_to_go", "baseline", "group", "gae")
 """The rungs of the lecture's ladder, in its order (examples/reinforce_ladder.py measures what each one buys)."""
 
 
@@ -59,7 +63,7 @@ class REINFORCEConfig:
     """REINFORCE hyperparameters. The defaults suit GridWorld-v0 on a native vector env of 8-64 cats."""
 
     estimator: str = "gae"
-    """the weight of each grad-log-prob: 'return', 'reward_to_go', 'baseline' or 'gae' (see the module doc)"""
+    """the weight of each grad-log-prob: 'return', 'reward_to_go', 'baseline', 'group' or 'gae' (module doc)"""
     n_steps: int = 128
     """steps per sub-env in each rollout (T); Monte Carlo estimators lose the cut episodes at both ends"""
     learning_rate: float = 1e-2
@@ -145,6 +149,13 @@ def pg_weights(
         # (NEXT_STEP's reset step) would hide that start, so mark masked steps as ends too (they carry no
         # reward, so the sums are unchanged).
         return F.episode_returns(rewards, torch.maximum(ends, 1.0 - mask), gamma, mask=mask), None
+    if estimator == "group":
+        returns = F.episode_returns(rewards, torch.maximum(ends, 1.0 - mask), gamma, mask=mask)  # R(tau) per step
+        last = ends * mask  # the last step of each whole episode
+        n, total = last.sum(), (returns * last).sum()  # episodes, sum of their returns
+        if n < 2:  # no other episode to compare with: no signal
+            return torch.zeros_like(returns), None
+        return (returns - (total - returns) / (n - 1)) * mask, None
     if estimator == "gae":
         advantages, returns = F.gae(rewards, values, next_values, terminated, ends, gamma, gae_lambda, mask)
         return advantages, returns
@@ -197,8 +208,7 @@ def estimate_gradient(
 
 
 # ---------------------------------------------------------------------------------------------- the agent
-Callback = Callable[["REINFORCE", dict], "bool | None"]
-"""Called after every iteration with the agent and that iteration's metrics; returning False stops learn()."""
+Callback = Callable[["REINFORCE", dict], "bool | None"]  # agents.onpolicy.Callback, typed for REINFORCE
 
 
 class REINFORCE:
@@ -223,16 +233,10 @@ class REINFORCE:
         **hyperparameters,
     ):
         self.config = dataclasses.replace(config or REINFORCEConfig(), **hyperparameters)
-        self.device = resolve_device(device)
         self.seed = seed
-        seed_everything(seed)
-        self.env = as_vector_env(env)
-        self.observation_space = self.env.single_observation_space
-        self.action_space = self.env.single_action_space
-        if seed is not None:
-            self.env.action_space.seed(seed)
-        self.policy = (policy or MLPActorCritic(self.observation_space, self.action_space)).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5)
+        parts = build_agent(env, policy, seed, device, self.config.learning_rate)
+        self.device, self.env, self.policy, self.optimizer = parts.device, parts.env, parts.policy, parts.optimizer
+        self.observation_space, self.action_space = parts.observation_space, parts.action_space
         self.num_timesteps = 0
         self.iteration = 0
         self._collector: RolloutCollector | None = None
@@ -318,9 +322,4 @@ class REINFORCE:
 
     def predict(self, obs, deterministic: bool = False) -> tuple[np.ndarray | int, None]:
         """Action(s) for one observation or a batch, as in stable-baselines3: returns (action, None)."""
-        single = is_single_obs(obs, self.observation_space)
-        batch = add_batch_dim(obs) if single else obs
-        self.policy.eval()
-        actions, _, _ = self.policy.act(to_tensor(batch, self.device), deterministic=deterministic)
-        actions = actions.cpu().numpy()
-        return (int(actions[0]) if single else actions), None
+        return predict(self.policy, obs, self.observation_space, self.device, deterministic)

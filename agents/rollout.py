@@ -39,8 +39,11 @@ class Rollout:
     ends: Tensor
     next_values: Tensor
     mask: Tensor
-    episode_returns: list[float] = field(default_factory=list)
-    episode_lengths: list[int] = field(default_factory=list)
+    finished_returns: list[float] = field(default_factory=list)
+    """the undiscounted return of each episode that ended during the rollout (functional.episode_returns is
+    another thing: a per-step tensor of R(tau))"""
+    finished_lengths: list[int] = field(default_factory=list)
+    """the length of each of those episodes"""
     episode_infos: list[tuple[dict, np.ndarray]] = field(default_factory=list)
     """For each step where episodes ended: (the info of the ended episodes, the boolean row mask)."""
 

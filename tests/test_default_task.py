@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -119,14 +118,12 @@ def test_import_is_cheap():
 def test_shipped_artifacts_load_through_the_api():
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    start = time.perf_counter()
     policy = AutoModelForCausalLM.from_pretrained(default.sft_path())
     tok = AutoTokenizer.from_pretrained(default.sft_path())
     rm = AutoModelForSequenceClassification.from_pretrained(default.reward_path())
     rm_tok = AutoTokenizer.from_pretrained(default.reward_path())
     train, test = default.prompts("train"), default.prompts("test")
     pairs = default.preferences("train")
-    assert time.perf_counter() - start < 5.0
     assert policy.config.vocab_size == len(tok) and rm.config.num_labels == 1
     assert rm.config.pad_token_id == rm_tok.pad_token_id != rm_tok.eos_token_id
     assert rm_tok.padding_side == "right" and tok.padding_side == "left"
@@ -173,9 +170,7 @@ def test_tiny_build_writes_loadable_artifacts(tmp_path):
     out = tmp_path / "artifacts"
     out.mkdir()
     (out / "stale.txt").write_text("replaced as a whole")
-    start = time.perf_counter()
     summary = build(BuildConfig.tiny(), out, verbose=False)
-    assert time.perf_counter() - start < 60
     assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]  # no temporary directories left over
     AutoModelForCausalLM.from_pretrained(out / "sft")

@@ -47,7 +47,7 @@ def test_next_step_autoreset_step_is_masked():
     assert r.mask[:, 0].tolist() == [1, 1, 1, 0, 1, 1, 1, 0]
     assert r.ends[:, 0].tolist() == [0, 0, 1, 0, 0, 0, 1, 0]
     assert r.rewards[:, 0].tolist() == [1, 1, 1, 0, 1, 1, 1, 0]
-    assert r.episode_returns == [3.0, 3.0] and r.episode_lengths == [3, 3]
+    assert r.finished_returns == [3.0, 3.0] and r.finished_lengths == [3, 3]
 
 
 def test_same_step_has_no_wasted_step():

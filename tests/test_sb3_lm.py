@@ -41,8 +41,8 @@ def test_sb3_ppo_runs_updates_with_the_lm_policy(lm_dir, venv):
     assert ((0 <= actions) & (actions < venv.action_space.n)).all()
     # top-k: every action is one of the 20 most likely tokens of the policy
     with torch.no_grad():
-        logits, _ = model.policy._logits_and_values({k: torch.as_tensor(v) for k, v in obs.items()})
-    assert torch.isfinite(logits[torch.arange(4), torch.as_tensor(actions)]).all()
+        dist = model.policy.get_distribution({k: torch.as_tensor(v) for k, v in obs.items()})
+    assert torch.isfinite(dist.log_prob(torch.as_tensor(actions))).all()  # no action outside the top-k
 
 
 def test_sb3_policy_scores_like_agents_lm(lm_dir):

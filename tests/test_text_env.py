@@ -233,7 +233,7 @@ def test_render_ansi_and_human(env_kwargs, capsys):
     env.reset(options={"prompt": "the movie was"})
     assert "the movie was[]" in capsys.readouterr().out
     with pytest.raises(ValueError, match="render_mode"):
-        TextGenEnv(**env_kwargs, render_mode="rgb_array")
+        TextGenEnv(**env_kwargs, render_mode="rgb_array_list")  # (rgb_array is one: tests/test_text_vectorization.py)
 
 
 # -- env checkers ---------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def test_rejects_next_step_autoreset(env_kwargs):
         SB3VecEnvAdapter(sync)
 
 
-def test_sb3_ppo_learns_a_few_steps(env_kwargs):
+def test_sb3_ppo_trains_through_the_adapter(env_kwargs):
+    """SB3's own PPO runs its rollouts and updates on the adapter (whether it learns is examples/sb3_textgen.py's)."""
     from stable_baselines3 import PPO
 
     adapter = SB3VecEnvAdapter(TextGenVectorEnv(2, **{**env_kwargs, "reward": length_reward}))

@@ -338,7 +338,7 @@ def test_vector_options_are_checked_first(parts):
                                     ({"reset_mask": [[True], [False, True]]}, ValueError, "reset_mask"),
                                     ({"reset_mask": [1, 0]}, ValueError, "reset_mask"),
                                     ({"prompts": ["the movie", 5.5]}, TypeError, "got float 5.5"),
-                                    ({"seed": 3}, ValueError, r"the known options are \['prompt', 'prompts', 'reset_mask', 'kl_coef'\]")):
+                                    ({"seed": 3}, ValueError, r"the known options are \['prompt', 'prompts', 'reset_mask', 'kl_coef', 'group_size'\]")):
         with pytest.raises(error, match=message):
             env.reset(seed=5, options=options)
         assert_same_state(state(env), before)

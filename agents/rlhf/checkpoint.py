@@ -1,9 +1,10 @@
 """RLHF checkpoints: one sealed file (agents.checkpoint) with everything a resume needs.
 
-The policy (LM, value head, critic), the optimizer, the KL controller, the RNG states, the counters, the curves
-so far and the run's settings. Each iteration draws its prompts, samples and minibatch order from seeds
-that depend only on the run's seed and the iteration, so a resume from any checkpoint continues the very
-curve an uninterrupted run draws (same numbers on the same machine).
+The policy (LM, value head, critic; with LoRA the adapter and the value head, not the frozen LM), the
+optimizer, the KL controller, the RNG states, the counters, the curves so far and the run's settings.
+Each iteration draws its prompts, samples and minibatch order from seeds that depend only on the run's
+seed and the iteration, so a resume from any checkpoint continues the very curve an uninterrupted run
+draws (same numbers on the same machine).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def save_rlhf_checkpoint(path, agent: "RLHFAgent", controller, history: list, se
             "format": CHECKPOINT_FORMAT,
             "version": 3,
             "policy_class": type(agent.policy).__name__,
-            "policy": agent.policy.state_dict(),
+            # A LoRA policy saves its adapter and value head only: the base LM is the run's env.model, unchanged.
+            "policy": getattr(agent.policy, "trainable_state_dict", agent.policy.state_dict)(),
             "optimizer": agent.optimizer.state_dict(),
             "kl_controller": controller.state_dict(),
             "rng": rng_state(),
@@ -89,7 +91,7 @@ def read_rlhf_checkpoint(path, settings: dict | None = None) -> dict:
 def restore_rlhf_checkpoint(ckpt: dict, agent: "RLHFAgent", controller, path) -> list:
     """Put what ``save_rlhf_checkpoint`` wrote into ``agent`` and ``controller``; returns the curves."""
     try:
-        agent.policy.load_state_dict(ckpt["policy"])
+        getattr(agent.policy, "load_trainable_state_dict", agent.policy.load_state_dict)(ckpt["policy"])
         agent.optimizer.load_state_dict(ckpt["optimizer"])
         controller.load_state_dict(ckpt["kl_controller"])
         agent.set_counters(ckpt)

@@ -46,14 +46,24 @@ class TextEnvConfig:
     """SFT / reference causal LM (name, path or module); the policy starts as a copy. None: the embedded default."""
     reward: Any = None
     """reward model (name, path, module) or a Python function (prompts, completions) -> scores. None: the default RM."""
+    reward_label: int | str | None = None
+    """which logit of a reward classifier with several labels is the score: an index or a name in its
+    config.label2id (e.g. 1 or "POSITIVE" for lvwerra/distilbert-imdb). None: a one-label reward model's logit"""
     prompts: Any = None
-    """training prompts (list, dataset or path). None: the default task's train split."""
+    """training prompts: a list, a datasets.Dataset, a .txt/.json/.jsonl/.csv/.parquet file, a save_to_disk folder
+    or a Hub dataset "name" / "name:split" (textenv.text.loading.load_prompts). None: the default task's train split.
+    Hold evaluation prompts out of it: textenv.text.loading.split_prompts"""
+    prompt_column: str | None = None
+    """the column (or JSON field) holding the prompts. None: the first of "prompt", "query", "text" the data has"""
+    prompt_split: str | None = None
+    """the split of a Hub dataset or a saved DatasetDict (None: the one "name:split" names, else "train")"""
     num_envs: int = 32
     """rows of the vector env: the responses of one iteration, generated in parallel"""
     max_new_tokens: int = 24
     """response length limit (tokens)"""
     max_prompt_tokens: int = 12
-    """prompt budget (tokens); longer prompts are cut from the left"""
+    """prompt budget (tokens): a longer prompt keeps its LAST max_prompt_tokens tokens (cut from the left: what
+    comes next depends most on the end; a leading BOS the tokenizer adds is kept), with a warning"""
     temperature: float = 1.0
     """sampling temperature, for the policy and the reference alike"""
     top_k: int = 0
@@ -68,10 +78,15 @@ class TextEnvConfig:
     """where the env's reference and reward model run"""
 
     def env_kwargs(self) -> dict:
-        """Keyword arguments of TextGenVectorEnv (without num_envs and policy)."""
-        out = {k: getattr(self, k) for k in ("model", "reward", "prompts", "max_new_tokens", "max_prompt_tokens",
-                                             "temperature", "top_k", "top_p", "kl_estimator", "stop_at_eos",
-                                             "device")}
+        """Keyword arguments of TextGenVectorEnv (without num_envs and policy). With prompt_column or prompt_split
+        the prompts are read here (the env reads a source's default column and split itself)."""
+        out = {k: getattr(self, k) for k in ("model", "reward", "reward_label", "prompts", "max_new_tokens",
+                                             "max_prompt_tokens", "temperature", "top_k", "top_p", "kl_estimator",
+                                             "stop_at_eos", "device")}
+        if self.prompts is not None and (self.prompt_column is not None or self.prompt_split is not None):
+            from textenv.text.loading import load_prompts
+
+            out["prompts"] = load_prompts(self.prompts, column=self.prompt_column, split=self.prompt_split)
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -93,6 +108,36 @@ class KLConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """A LoRA adapter on the policy LM (``peft``, the ``lora`` extra): only the adapter and the value head train,
+    and the reference is the same module with the adapter switched off, so no second copy of the LM is kept."""
+
+    r: int = 16
+    """rank of the low-rank update B A"""
+    alpha: float = 32.0
+    """scale: the update is (alpha / r) B A"""
+    dropout: float = 0.05
+    """peft's lora_dropout; our policy LM runs in eval mode (rollouts and updates score one function), so it
+    only acts if you train the adapter elsewhere"""
+    target_modules: Any = None
+    """module names to adapt (a list, or peft's "all-linear"); None: peft's choice for the architecture
+    (GPT-2: c_attn; Llama: q_proj, v_proj)"""
+
+    def check(self) -> None:
+        check_int("lora.r", self.r)
+        for name in ("alpha", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"lora.{name} must be a finite number, got {value!r}")
+        if self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.alpha must be > 0 and lora.dropout in [0, 1), got alpha={self.alpha}, "
+                             f"dropout={self.dropout}")
+        t = self.target_modules
+        if not (t is None or isinstance(t, str) or (isinstance(t, (list, tuple)) and t and all(isinstance(x, str) for x in t))):
+            raise TypeError(f"lora.target_modules must be None, a string or a non-empty list of module names, got {t!r}")
+
+
+@dataclass
 class RLHFConfig:
     """One RLHF run: the task, the KL control, PPO's update, the budget and the bookkeeping."""
 
@@ -109,6 +154,15 @@ class RLHFConfig:
     """'shared' value head on the policy's trunk, or 'separate' trunk initialised from critic_model"""
     critic_model: Any = None
     """the separate critic's starting trunk (e.g. the reward model); None: a copy of the policy"""
+    advantage: str = "gae"
+    """'gae': PPO's, from the critic's values (agents.functional.response_gae); 'rloo' or 'grpo': the
+    critic-free rungs, each response's return against the other responses to its prompt (groups of
+    ``group_size`` rows share one; the value loss is then 0)"""
+    group_size: int = 4
+    """rloo / grpo: responses per prompt, K >= 2 (env.num_envs must be a multiple of it)"""
+    kl_in: str = "reward"
+    """'reward': the env pays -beta * KL_t per token (lm-human-preferences, RLOO); 'loss': GRPO's form, the
+    env pays the score only and the update adds beta * k3(pi, pi_ref) per token to the loss"""
     policy: ActorCritic | None = None
     """your own ActorCritic instead of an LMActorCritic; without next_token_logits it runs in mode (b)"""
     gold: Any = "default"
@@ -130,6 +184,12 @@ class RLHFConfig:
     """completions kept per iteration in the history"""
     log_every: int = 0
     """print a metrics line every this many iterations (0: silent)"""
+    lora: LoRAConfig | None = None
+    """train a LoRA adapter (and the value head) instead of the whole LM; the reference is the base model with
+    the adapter off; checkpoints keep the adapter, not the LM. None: full fine-tune"""
+    gradient_checkpointing: bool = False
+    """recompute the LM's activations in the backward pass (the HF model's gradient_checkpointing_enable):
+    less memory in the update for about one more forward"""
 
     @property
     def iterations(self) -> int:
@@ -141,10 +201,32 @@ class RLHFConfig:
         check_int("responses", self.responses)
         check_int("checkpoint_every", self.checkpoint_every)
         check_int("env.num_envs", self.env.num_envs)
+        if self.advantage not in ("gae", "rloo", "grpo"):
+            raise ValueError(f"advantage must be 'gae', 'rloo' or 'grpo', got {self.advantage!r}")
+        if self.kl_in not in ("reward", "loss"):
+            raise ValueError(f"kl_in must be 'reward' (paid per token by the env) or 'loss' (GRPO's KL term), "
+                             f"got {self.kl_in!r}")
+        if self.advantage != "gae":
+            check_int("group_size", self.group_size)
+            if self.group_size < 2 or self.env.num_envs % self.group_size:
+                raise ValueError(f"advantage={self.advantage!r} compares the group_size responses to one prompt: "
+                                 f"group_size must be >= 2 and divide env.num_envs={self.env.num_envs}, "
+                                 f"got {self.group_size}")
         if self.resume and not self.out_dir:
             raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
         if self.critic not in ("shared", "separate"):
             raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise TypeError(f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}")
+        if self.lora is not None:
+            if not isinstance(self.lora, LoRAConfig):
+                raise TypeError(f"lora must be a LoRAConfig or None, got {type(self.lora).__name__}")
+            self.lora.check()
+            if self.policy is not None:
+                raise ValueError("lora applies to the LMActorCritic train_rlhf builds; with your own `policy`, "
+                                 "add the adapter to it yourself (agents.lora.add_lora) and leave lora=None")
+            if self.critic != "shared":
+                raise ValueError("lora needs critic='shared' (the value head reads the adapted trunk)")
         defaults = PPOConfig()
         for name, why in NOT_FOR_RLHF.items():
             if getattr(self.ppo, name) != getattr(defaults, name):
@@ -153,7 +235,7 @@ class RLHFConfig:
 
 # Settings that do not change what a run computes: a resume may change them.
 RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "checkpoint_every", "log_every", "n_samples", "device",
-                               "env.device", "ppo.progress_bar"})
+                               "env.device", "ppo.progress_bar", "gradient_checkpointing"})
 
 
 def run_settings(config: "RLHFConfig") -> dict[str, Any]:
@@ -202,7 +284,10 @@ def check_same_settings(saved: dict | None, now: dict, path) -> None:
     if saved is None:
         return
     missing = "<not set>"
-    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k, missing) != now.get(k, missing)]
+    # A setting added after the checkpoint was written (absent from it) matches when left at its default.
+    defaults = _flatten_settings(RLHFConfig(), "")
+    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k, missing) != now.get(k, missing)
+            and not (k not in saved and k in defaults and now.get(k) == defaults[k])]
     if not keys:
         return
     differ = "; ".join(f"{k} (checkpoint {saved.get(k, missing)!r}, now {now.get(k, missing)!r})" for k in keys)

@@ -21,8 +21,12 @@ def evaluate(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | N
 
     Args:
         policy: an ``LMActorCritic``, anything with ``next_token_logits``, or a causal LM module.
+        prompts: prompts the training env never drew: a test split, or ones held out of your prompts with
+            ``textenv.text.loading.split_prompts`` (what ``examples/rlhf_ppo.py`` does without --eval-prompts-file).
+        gold_fn: the gold judge ``(prompts, completions) -> scores``, or None.
     Returns:
-        dict of lists / arrays: prompt, completion, rm_score, gold_score (NaN without a judge), kl, tokens.
+        dict of lists / arrays: prompt, completion, rm_score, gold_score (NaN without a judge: report it as
+        missing, as the example's table does), kl, tokens.
     """
     from textenv.text.vector import TextGenVectorEnv
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from agents import distributed as D
 from agents import functional as F
 from agents.lm import LMActorCritic
 from agents.logger import write_progress
@@ -25,7 +27,8 @@ from agents.policies import ActorCritic
 from agents.ppo import learning_rate_at, ppo_update
 from agents.rlhf.checkpoint import read_rlhf_checkpoint, restore_rlhf_checkpoint, save_rlhf_checkpoint
 from agents.rlhf.config import RLHFConfig, run_settings
-from agents.rlhf.metrics import format_metrics, response_metrics
+from agents.rlhf.memory import format_memory_estimate, memory_estimate
+from agents.rlhf.metrics import all_ranks_metrics, format_metrics, response_metrics
 from agents.rlhf.responses import collect_responses, score_responses
 from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
 from agents.utils import resolve_device, seed_everything
@@ -87,21 +90,47 @@ def make_policy(config: RLHFConfig, sampling: SamplingConfig) -> ActorCritic:
     elif isinstance(model, torch.nn.Module):
         model = copy.deepcopy(model)  # the env keeps the original as the frozen reference
     return LMActorCritic(model, sampling=sampling, critic=config.critic, critic_model=config.critic_model,
-                         device=config.device, mixed_precision=config.mixed_precision)
+                         device=config.device, mixed_precision=config.mixed_precision, lora=config.lora,
+                         gradient_checkpointing=config.gradient_checkpointing)
 
 
 def make_env(config: RLHFConfig, policy=None):
-    """The training vector env: mode (a) when ``policy`` has next_token_logits (the env reads its forward)."""
+    """The training vector env: mode (a) when ``policy`` has next_token_logits (the env reads its forward).
+
+    A LoRA policy hands the env its own module as the reference (run with the adapter off), so the env loads
+    no second copy of the LM; the tokenizer still comes from ``config.env.model``.
+    """
     from textenv.text.vector import TextGenVectorEnv
 
     kwargs = config.env.env_kwargs()
+    if getattr(policy, "reference_context", None) is not None:
+        from textenv.text.loading import load_tokenizer
+
+        if kwargs.get("tokenizer") is None:
+            source = kwargs.get("model")
+            if source is None:
+                from textenv.default import sft_path
+
+                source = sft_path()
+            kwargs["tokenizer"] = load_tokenizer(None, source)
+        kwargs["model"] = policy.model
     return TextGenVectorEnv(num_envs=config.env.num_envs, policy=policy, kl_coef=config.kl.init_coef, **kwargs)
 
 
-def iteration_seed(seed: int, iteration: int, num_envs: int) -> int:
-    """The seed of iteration ``iteration``'s prompts, samples and minibatches: a function of the run's seed
-    and the iteration only (row i of the env draws with this + i, so the rows of two iterations never share one)."""
-    return seed * 1_000_003 + iteration * num_envs
+def rollout_seed(seed: int, responses_done: int, rank: int, num_envs: int) -> int:
+    """The seed of a rollout's prompts, samples and minibatches on rank ``rank``: a function of the run's
+    seed and the responses trained on before it. Row i of rank r draws with this + i, that is with
+    ``responses_done + r * num_envs + i``: no two rows of a run, on any rank or iteration, share a seed,
+    and a resume continues the sequence (at another world size too)."""
+    return seed * 1_000_003 + responses_done + rank * num_envs
+
+
+def group_advantages(method: str, rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B, T) advantages of the critic-free rungs: each response's return (all it was paid) against the
+    other responses to its prompt (``F.rloo_advantages`` or ``F.grpo_advantages``), on every one of its tokens."""
+    returns = (rewards * mask).sum(1)  # (B,)
+    estimator = F.rloo_advantages if method == "rloo" else F.grpo_advantages
+    return estimator(returns, group_size)[:, None] * mask
 
 
 def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResult:
@@ -111,6 +140,12 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
     (Ctrl-C) or SIGTERM stops the same way at the end of the current iteration, then raises
     ``TrainingInterrupted`` (a KeyboardInterrupt) naming the iteration and the checkpoint. A resume from any
     checkpoint continues the uninterrupted curve.
+
+    Under ``torchrun`` (``agents.distributed``) every rank runs this with the same config: each rolls out
+    ``env.num_envs`` responses of its own, so an iteration trains on ``env.num_envs * world_size``
+    responses and the budget ``responses`` counts all ranks; one policy trains (gradients averaged over the
+    ranks) and rank 0 alone writes out_dir. A checkpoint resumes at any world size: it holds the global
+    state, and the budget left is run at the new world size (the same curve repeats only at the same one).
 
     Raises:
         ValueError / TypeError: settings that cannot run (checked before any work).
@@ -124,14 +159,18 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
         TrainingInterrupted: stopped by a signal, after writing the checkpoint.
     """
     config.check()
+    world = D.init_from_env(config.device)
     if config.out_dir is None:
-        return _train(config, callback, None)
-    with RunFolder(config.out_dir, "out_dir"):  # before any work: writable, and no other live run writes there
-        return _train(config, callback, Path(config.out_dir))
+        return _train(config, callback, None, world)
+    # Before any work: writable, and no other live run writes there. Rank 0 writes; the others read from it
+    # on a resume (with several machines, out_dir must be on a filesystem they share).
+    with RunFolder(config.out_dir, "out_dir") if world.is_main else contextlib.nullcontext():
+        return _train(config, callback, Path(config.out_dir), world)
 
 
-def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) -> RLHFResult:
+def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None, world: D.World) -> RLHFResult:
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    writes = ckpt_path is not None and world.is_main
     settings = run_settings(config)
     # A resume reads its checkpoint first: a missing, damaged or mismatched one fails before any model loads.
     resumed = read_rlhf_checkpoint(ckpt_path, settings) if config.resume else None
@@ -142,84 +181,104 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None) 
     mode_b = not hasattr(policy, "next_token_logits")
     device = resolve_device(config.device)
     policy.to(device)
+    D.broadcast_module(policy)  # one policy: every rank starts from rank 0's weights
     env = make_env(config, None if mode_b else policy)
     # Fused Adam: one kernel for all parameters (on a small LM the per-tensor loop of the default costs more
     # than the arithmetic); it needs every parameter on one device type.
     fused = len({p.device.type for p in policy.parameters()}) == 1
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5, fused=fused)
     agent = RLHFAgent(policy, optimizer, env, device)
+    if config.log_every and world.is_main:  # what the run will hold, before it allocates the rest
+        print(format_memory_estimate(memory_estimate(policy, env, config)), flush=True)
     controller = config.kl.controller()
     history: list = []
     if resumed is not None:
         history = restore_rlhf_checkpoint(resumed, agent, controller, ckpt_path)
-        if history and out_dir is not None:  # drop rows a crashed run wrote past its checkpoint
+        if history and writes:  # drop rows a crashed run wrote past its checkpoint
             write_progress(out_dir / "progress.csv", history)
-    gold_fn, ppo, total = default_gold(config), config.ppo, config.iterations
+    gold_fn, ppo, critic = default_gold(config), config.ppo, config.advantage == "gae"
+    per_iteration = env.num_envs * world.size  # responses one iteration trains on, all ranks together
+    total = math.ceil(config.responses / per_iteration)  # iterations of a fresh run at this world size
     signals = StopSignals() if ckpt_path is not None else None  # without out_dir Ctrl-C stops at once
     saved_at = agent.iteration if resumed is not None else None
 
     with signals or contextlib.nullcontext():
-        while agent.iteration < total:
+        while agent.responses < config.responses:
             it = agent.iteration
-            seed = iteration_seed(config.seed, it, env.num_envs)
-            lr = learning_rate_at(ppo, it, total)
+            seed = rollout_seed(config.seed, agent.responses, world.rank, env.num_envs)
+            # the schedule by the fraction of the budget done (= it / total at a fixed world size)
+            lr = learning_rate_at(ppo, agent.responses, total * per_iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
-                # 1. rollout: one whole response per row, paid with the controller's beta
+                # 1. rollout: one whole response per row (groups of K per prompt for rloo / grpo), paid with
+                #    the controller's beta (or none: GRPO's form puts the KL into the loss)
                 start = time.perf_counter()
                 policy.eval()
                 generator = torch.Generator(device).manual_seed(seed)
-                batch = collect_responses(env, policy, controller.value, seed, generator, device)
-                rollout_s = time.perf_counter() - start
+                beta = controller.value
+                batch = collect_responses(env, policy, beta if config.kl_in == "reward" else 0.0, seed, generator,
+                                          device, group_size=1 if critic else config.group_size)
+                rollout_s = D.all_max(time.perf_counter() - start)  # the slowest rank sets the pace
                 # 2. rewards: what the env paid each token, -beta * KL_t, plus the RM score on the last one
                 rewards, mask = batch.rewards, batch.response_mask
-                # 3. advantages: GAE within each response, nothing bootstrapped past its last token
-                advantages, returns = F.response_gae(rewards, batch.values, mask, ppo.gamma, ppo.gae_lambda)
+                # 3. advantages: GAE within each response, nothing bootstrapped past its last token; or each
+                #    response's return against the other responses to its prompt
+                if critic:
+                    advantages, returns = F.response_gae(rewards, batch.values, mask, ppo.gamma, ppo.gae_lambda)
+                else:
+                    advantages, returns = group_advantages(config.advantage, rewards, mask, config.group_size), batch.values
                 # 4. update: PPO epochs over minibatches of whole responses, one forward per response
                 policy.train()
                 order = torch.Generator().manual_seed(seed)
                 n_mb = min(ppo.n_minibatches, env.num_envs)
                 minibatches = lambda: torch.randperm(env.num_envs, generator=order).to(device).chunk(n_mb)  # noqa: E731
                 data = {"logprobs": batch.logprobs, "values": batch.values, "advantages": advantages,
-                        "returns": returns, "mask": mask}
+                        "returns": returns, "mask": mask, "ref_logprobs": batch.ref_logprobs}
                 score = lambda rows: score_responses(policy, batch, rows, ppo.ent_coef != 0)  # noqa: E731
-                update = ppo_update(policy, optimizer, ppo, data, minibatches, score, f"iteration {it + 1}")
-                update_s = time.perf_counter() - start - rollout_s
+                update = ppo_update(policy, optimizer, ppo, data, minibatches, score, f"iteration {it + 1}",
+                                    kl_coef=beta if config.kl_in == "loss" else 0.0)
+                update_s = D.all_max(time.perf_counter() - start) - rollout_s
 
-                # 5. metrics of the iteration
+                # 5. metrics of the iteration, over all ranks' responses
+                generated = int(D.all_sum_numbers([batch.generated_tokens])[0])
                 agent.iteration += 1
-                agent.responses += env.num_envs
-                agent.generated_tokens += batch.generated_tokens
+                agent.responses += per_iteration
+                agent.generated_tokens += generated
                 agent.loop_s += rollout_s + update_s
-                stats = response_metrics(batch, gold_fn, config.n_samples)
+                stats = all_ranks_metrics(response_metrics(batch, gold_fn, config.n_samples), batch)
+                stats["kl_coef"] = beta
+                explained = (F.explained_variance(*(D.gather_rows(t) for t in (batch.values, returns, mask)))
+                             if critic else float("nan"))  # no critic is trained
                 metrics = {"iteration": agent.iteration, "responses": agent.responses, **update,
                            **{k: v for k, v in stats.items() if k != "samples"},
-                           "explained_variance": F.explained_variance(batch.values, returns, mask),
-                           "generated_tokens": agent.generated_tokens,
-                           "tokens_per_s": batch.generated_tokens / (rollout_s + update_s),
+                           "explained_variance": explained, "generated_tokens": agent.generated_tokens,
+                           "tokens_per_s": generated / (rollout_s + update_s),
                            "rollout_s": rollout_s, "update_s": update_s, "loop_s": agent.loop_s, "learning_rate": lr}
                 history.append({**metrics, "samples": stats["samples"]})
-                if config.log_every and (agent.iteration % config.log_every == 0 or agent.iteration == total):
+                last = agent.responses >= config.responses
+                if config.log_every and world.is_main and (agent.iteration % config.log_every == 0 or last):
                     print(format_metrics(metrics, total), flush=True)
 
-                # 6. KL controller: the next rollout's beta, from this one's KL per response
-                controller.update(metrics["kl"], env.num_envs)
+                # 6. KL controller: the next rollout's beta, from this one's KL per response (all ranks')
+                controller.update(metrics["kl"], per_iteration)
 
                 # 7. checkpoint and progress.csv when due (progress.csv after the checkpoint: never ahead of it)
                 stop = callback is not None and callback(agent, metrics) is False
-                stop = stop or (signals is not None and signals.received is not None)
-                due = agent.iteration % config.checkpoint_every == 0 or agent.iteration == total or stop
+                stop = D.any_rank(stop or (signals is not None and signals.received is not None))
+                due = agent.iteration % config.checkpoint_every == 0 or last or stop
                 if ckpt_path is not None and due:
-                    save_rlhf_checkpoint(ckpt_path, agent, controller, history, settings)
+                    if writes:
+                        save_rlhf_checkpoint(ckpt_path, agent, controller, history, settings)
+                        write_progress(out_dir / "progress.csv", history)
                     saved_at = agent.iteration
-                    write_progress(out_dir / "progress.csv", history)
             except Exception as e:
                 kept = (f"the last good checkpoint {ckpt_path} (iteration {saved_at}) is kept" if saved_at is not None
                         else "this run had written no checkpoint yet")
                 raise with_context(e, f"RLHF training stopped at iteration {it + 1}", kept) from e
             if stop:
                 break
-    if signals is not None and signals.received is not None:
-        raise TrainingInterrupted(signals.received, agent.iteration, ckpt_path)
+    received = signals.received if signals is not None else None
+    if D.any_rank(received is not None):  # a signal that reached any rank stops them all, here
+        raise TrainingInterrupted(received or "SIGTERM", agent.iteration, ckpt_path)
     return RLHFResult(agent, history, ckpt_path)

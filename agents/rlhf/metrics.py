@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from agents import distributed as D
 from agents.rlhf.responses import Responses
 
 
@@ -36,10 +37,27 @@ def response_metrics(batch: Responses, gold_fn: Callable | None, n_samples: int)
     }
 
 
+def all_ranks_metrics(stats: dict, batch: Responses) -> dict:
+    """``response_metrics`` of each rank's responses combined into those of all ranks' (under torchrun):
+    means over responses (every rank holds ``num_envs`` of them), the KL per token over all tokens, the
+    slowest rank's judging time; the samples stay this rank's. With one process, ``stats`` unchanged."""
+    if D.world().size == 1:
+        return stats
+    means = ["rm_score", "gold_score", "kl", "response_length"]
+    kl = batch.kl_per_response()
+    sums = D.all_sum_numbers([stats[k] for k in means] + [float(kl.sum()), float(batch.response_mask.sum())])
+    size = D.world().size
+    out = {**stats, **{k: v / size for k, v in zip(means, sums)}}
+    out["kl_per_token"] = sums[-2] / max(sums[-1], 1.0)
+    out["gold_s"] = D.all_max(stats["gold_s"])
+    return out
+
+
 def format_metrics(m: dict, total: int) -> str:
     """One console line per iteration."""
+    gold = f"gold {m['gold_score']:+.3f}  " if m["gold_score"] == m["gold_score"] else ""  # NaN: no judge
     return (f"iter {m['iteration']:4d}/{total}  resp {m['responses']:6d}  rm {m['rm_score']:+.3f}  "
-            f"gold {m['gold_score']:+.3f}  kl {m['kl']:6.2f}  beta {m['kl_coef']:.4f}  "
+            f"{gold}kl {m['kl']:6.2f}  beta {m['kl_coef']:.4f}  "
             f"len {m['response_length']:4.1f}  "
             f"tok/s {m['tokens_per_s']:6.0f}  clip {m.get('clip_fraction', float('nan')):.2f}  "
             f"ev {m.get('explained_variance', float('nan')):+.2f}")

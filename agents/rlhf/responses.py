@@ -52,6 +52,8 @@ class Responses:
     """(B, T) what each token was paid: -beta * KL_t, plus the reward score on the last one"""
     kl: Tensor
     """(B, T) the per-token KL to the reference (the env's estimate in mode a, k1 in mode b)"""
+    ref_logprobs: Tensor
+    """(B, T) log pi_ref(a_t | s_t) of the frozen reference (GRPO's KL term reads it)"""
     scores: np.ndarray
     """(B,) the reward model's score of each response"""
     prompts: list[str]
@@ -92,7 +94,7 @@ def policy_step(policy, obs: dict, sampling) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.Generator,
-                      device: torch.device, prompts: list | None = None) -> Responses:
+                      device: torch.device, prompts: list | None = None, group_size: int = 1) -> Responses:
     """One response per row of ``env`` (a TextGen vector env), sampled from ``policy``.
 
     Args:
@@ -102,10 +104,12 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
         seed: the reset's seed (row i draws its prompt with ``seed + i``).
         generator: the torch generator the tokens are sampled with (on ``device``).
         prompts: one prompt per row instead of drawn ones (evaluation).
+        group_size: K > 1 resets rows in groups of K consecutive rows sharing one drawn prompt (RLOO, GRPO).
     An env without the policy (mode b: its infos carry no ``kl``) pays ``+kl_coef * log pi_ref``; the
     ``-kl_coef * log pi`` half is then subtracted here, so both modes pay ``-kl_coef * k1`` per token.
     """
-    options = {"kl_coef": kl_coef, **({"prompts": list(prompts)} if prompts is not None else {})}
+    options = {"kl_coef": kl_coef, **({"prompts": list(prompts)} if prompts is not None else {}),
+               **({"group_size": group_size} if group_size > 1 else {})}
     obs, info = env.reset(seed=seed, options=options)
     sampling = env_sampling(env)
     B = env.num_envs
@@ -114,7 +118,8 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
     P = int(first["attention_mask"].sum(1).max())
     prompt_ids, prompt_mask = first["input_ids"][:, -P:], first["attention_mask"][:, -P:]
     actions = torch.zeros(B, T, dtype=torch.long, device=device)
-    buffers = {k: torch.zeros(B, T, device=device) for k in ("logprobs", "values", "rewards", "kl", "mask")}
+    buffers = {k: torch.zeros(B, T, device=device) for k in ("logprobs", "values", "rewards", "kl", "ref_logprobs",
+                                                             "mask")}
     scores = np.zeros(B)
     row_prompts, texts = list(info["prompt"]), [""] * B
     active = np.ones(B, dtype=bool)
@@ -131,14 +136,16 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
         final = info.get("final_info", {})
         env_kl = step_values(info, done, "kl")  # mode (a): the env measured KL_t from the policy's own forward
         paid = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        ref_logprob = torch.as_tensor(step_values(info, done, "ref_logprob"), dtype=torch.float32, device=device)
         if env_kl is not None:
             kl = torch.as_tensor(env_kl, dtype=torch.float32, device=device)
         else:  # mode (b): the env paid +beta * log pi_ref; the -beta * log pi half is paid here
-            kl = logprob - torch.as_tensor(step_values(info, done, "ref_logprob"), dtype=torch.float32, device=device)
+            kl = logprob - ref_logprob
             paid = paid - kl_coef * logprob
         rows = torch.as_tensor(active, device=device)
         actions[rows, t] = action[rows]
-        for key, value in (("logprobs", logprob), ("values", values.float()), ("rewards", paid), ("kl", kl)):
+        for key, value in (("logprobs", logprob), ("values", values.float()), ("rewards", paid), ("kl", kl),
+                           ("ref_logprobs", ref_logprob)):
             buffers[key][rows, t] = value[rows]
         buffers["mask"][rows, t] = 1.0
         for i in np.flatnonzero(done & active):

@@ -117,8 +117,7 @@ def build(config: BuildConfig, out_dir: str | Path, verbose: bool = True) -> dic
     from textenv.default.sft import make_model, train_sft
     from textenv.default.tokenizer import train_tokenizer
     from textenv.preferences import build_preferences
-    from textenv.reward_model import (evaluate, init_reward_model, save_reward_model, score_texts,
-                                      set_normalization, train_reward_model)
+    from textenv.reward_model import build_reward_model, evaluate, save_reward_model
 
     say = print if verbose else (lambda *a, **k: None)
     out_dir = Path(out_dir).resolve()
@@ -171,24 +170,27 @@ def build(config: BuildConfig, out_dir: str | Path, verbose: bool = True) -> dic
             f"{sample_stats['train']['gold']:.3f}, fluency {sample_stats['train']['fluency']:.3f}, "
             f"sentiment {sample_stats['train']['sentiment']:.3f}")
 
-        # reward model
+        # reward model: the recipe (textenv.reward_model.build_reward_model, which the example's
+        # --train-reward-model runs too), evaluated on held-out pairs and fresh samples, then normalised on
+        # fresh train-prompt samples
         t = time.perf_counter()
-        torch.manual_seed(config.seed)
-        rm = init_reward_model(sft, tok)
-        summary["reward"] = train_reward_model(rm, tok, pairs["train"], config.reward)
-        summary["reward"]["parameters"] = sum(p.numel() for p in rm.parameters())
-        summary["seconds"]["reward"] = time.perf_counter() - t
+        fresh: dict = {}
 
-        # evaluation on held-out pairs and fresh samples; normalisation on fresh train-prompt samples
-        t = time.perf_counter()
-        drawn = _draw(split_prompts["test"], config.n_eval_samples, config.seed + 2)
-        _, fresh_p, fresh_c, det = _sample_and_judge(sft, tok, drawn, config, 1, config.seed + 200)
-        summary["reward"].update(evaluate(rm, tok, pairs["test"], fresh_p, fresh_c, det["gold"]))
-        drawn = _draw(split_prompts["train"], config.n_norm_samples, config.seed + 3)
-        _, norm_p, norm_c, _ = _sample_and_judge(sft, tok, drawn, config, 1, config.seed + 300)
-        summary["reward"].update(set_normalization(rm, score_texts(rm, tok, norm_p, norm_c)))
+        def held_out(rm) -> dict:
+            now = time.perf_counter()
+            summary["seconds"]["reward"] = now - t
+            fresh["t"] = now
+            drawn = _draw(split_prompts["test"], config.n_eval_samples, config.seed + 2)
+            _, fresh["p"], fresh["c"], det = _sample_and_judge(sft, tok, drawn, config, 1, config.seed + 200)
+            return evaluate(rm, tok, pairs["test"], fresh["p"], fresh["c"], det["gold"])
+
+        norm_prompts = _draw(split_prompts["train"], config.n_norm_samples, config.seed + 3)
+        rm, summary["reward"] = build_reward_model(
+            sft, tok, pairs["train"], norm_prompts, config.reward, seed=config.seed, norm_seed=config.seed + 300,
+            max_new_tokens=config.max_new_tokens, temperature=config.temperature, evaluate_fn=held_out)
+        fresh_p, fresh_c = fresh["p"], fresh["c"]
         save_reward_model(rm, tok, tmp / "reward")
-        summary["seconds"]["evaluation"] = time.perf_counter() - t
+        summary["seconds"]["evaluation"] = time.perf_counter() - fresh["t"]
         summary["seconds"]["total"] = time.perf_counter() - t0
         summary["sizes_bytes"] = {p.name: _size(p) if p.is_dir() else p.stat().st_size
                                   for p in sorted(tmp.iterdir())}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from textenv.checks import check_flag, check_int, check_real, short
-from textenv.text.decoding import IncrementalLM
+from textenv.text.decoding import IncrementalLM, reference_runner
 from textenv.text.kl import ESTIMATORS, kl_penalty
 from textenv.text.loading import (
     PromptEncoder, check_causal_lm, check_fit, check_sizes, load_causal_lm, load_prompts, load_tokenizer,
@@ -141,7 +141,7 @@ class TextGenCore:
         self.encode_prompt = PromptEncoder(self.tokenizer, self.vocab_size, self.max_prompt_tokens)
 
         # The reference is frozen, so the prefill of each prompt it has seen is worth keeping (see IncrementalLM).
-        self.ref_lm = IncrementalLM(self.ref_model, prompt_cache_mb=prompt_cache_mb, prompt_max_tokens=self.max_prompt_tokens)
+        self.ref_lm = reference_runner(self.ref_model, policy, prompt_cache_mb, self.max_prompt_tokens)
         if policy is None:
             self.policy_lm = None
         elif hasattr(policy, "next_token_logits"):
@@ -324,9 +324,14 @@ class TextGenCore:
         kl = policy_logp = None
         if self.policy_lm is not None:
             pol_logits = torch.as_tensor(self.policy_lm.next_token_logits(ids_t, mask_t)).to(self.device)
-            check_logits(pol_logits, tuple(ref_logits.shape), "the policy")
-            logits = self.sampling.process(pol_logits)  # (N, V) the distribution the agent samples from
-            policy_logp = torch.log_softmax(logits, -1).gather(1, act_t)[:, 0]
+            if pol_logits is raw and self.sampling.is_temperature_only:
+                # The policy is the reference (one runner, one forward): the same distribution, so KL_t = 0;
+                # the full-vocabulary work is not done twice.
+                logits, policy_logp = ref_logits, ref_logp
+            else:
+                check_logits(pol_logits, tuple(ref_logits.shape), "the policy")
+                logits = self.sampling.process(pol_logits)  # (N, V) the distribution the agent samples from
+                policy_logp = torch.log_softmax(logits, -1).gather(1, act_t)[:, 0]
             if not bool(torch.isfinite(policy_logp).all()):
                 i = int((~torch.isfinite(policy_logp)).nonzero()[0])
                 raise ValueError(

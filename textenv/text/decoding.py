@@ -25,13 +25,20 @@ positions of real tokens and the results equal a full forward over the unpadded 
 
 The cache is invalidated automatically when the model's parameters change in place (an optimiser step
 bumps their version counters), so an agent may keep one ``IncrementalLM`` across PPO updates.
+
+A LoRA policy's reference is the same module with the adapter switched off: ``context`` (e.g. peft's
+``disable_adapter``) wraps every forward, and ``params`` (the frozen base weights) key the cache, so an
+adapter update does not throw away the reference's remembered prompts. Such a runner is its own object,
+with its own memo and store, so adapter-on and adapter-off results never mix.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 import torch
@@ -44,6 +51,26 @@ def cache_keyword(model: torch.nn.Module) -> str:
     ``past_key_values`` is deprecated until its removal in 5.40) or ``"past_key_values"`` (older releases)."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def reference_runner(ref_model, policy, prompt_cache_mb: float, prompt_max_tokens: int) -> "IncrementalLM":
+    """The KV-cached runner of an env's frozen reference, keeping the prefill of prompts.
+
+    A policy whose LM (``policy.model``) is the reference module itself either has a ``reference_context()``
+    (a LoRA policy: the reference is its base model with the adapter off, in a runner of its own keyed on
+    ``policy.reference_parameters()``, so no second copy of the weights), or IS the reference: then its
+    own runner (``policy.incremental``) serves both, one forward per token.
+    """
+    kw = dict(prompt_cache_mb=prompt_cache_mb, prompt_max_tokens=prompt_max_tokens)
+    if getattr(policy, "model", None) is not ref_model or not isinstance(ref_model, torch.nn.Module):
+        return IncrementalLM(ref_model, **kw)
+    if callable(getattr(policy, "reference_context", None)):
+        return IncrementalLM(ref_model, context=policy.reference_context, params=policy.reference_parameters(), **kw)
+    shared = getattr(policy, "incremental", None)
+    if not isinstance(shared, IncrementalLM):
+        return IncrementalLM(ref_model, **kw)
+    shared.keep_prompts(max(prompt_cache_mb, shared.prompt_cache_bytes / 2**20), prompt_max_tokens)
+    return shared
 
 
 @dataclass
@@ -82,23 +109,34 @@ class IncrementalLM:
     :param prompt_cache_mb: memory for remembered prefills (0: none). Rows that start from scratch with at
         most ``prompt_max_tokens`` real tokens are remembered; the entries are dropped when the weights change.
     :param prompt_max_tokens: the longest context remembered (an env passes its ``max_prompt_tokens``).
+    :param context: called around every forward, returning a context manager (a LoRA policy's
+        ``disable_adapter``: the base model as the reference). None: no context.
+    :param params: the parameters whose in-place changes invalidate the cache (default: all of ``model``'s).
     """
 
-    def __init__(self, model: torch.nn.Module, prompt_cache_mb: float = 0.0, prompt_max_tokens: int = 64) -> None:
-        if isinstance(prompt_cache_mb, bool) or not isinstance(prompt_cache_mb, (int, float)) or not 0 <= prompt_cache_mb < float("inf"):
-            raise ValueError(f"prompt_cache_mb must be a finite number of megabytes >= 0 (0 turns it off), got {prompt_cache_mb!r}")
-        self.model = model
-        self.prompt_cache_bytes, self.prompt_max_tokens = int(prompt_cache_mb * 2**20), int(prompt_max_tokens)
+    def __init__(self, model: torch.nn.Module, prompt_cache_mb: float = 0.0, prompt_max_tokens: int = 64,
+                 context: Callable[[], ContextManager] | None = None, params: Iterable[torch.Tensor] | None = None) -> None:
+        if context is not None and not callable(context):
+            raise TypeError(f"context must be a callable returning a context manager (or None), got {type(context).__name__}")
+        self.model, self.context = model, context
+        self.keep_prompts(prompt_cache_mb, prompt_max_tokens)
         self._prompts: OrderedDict[tuple, _Prefill] = OrderedDict()  # token ids -> remembered prefill, LRU order
         self._prompts_bytes, self._prompts_version = 0, None
-        self._params = list(model.parameters())
-        self.device = self._params[0].device if self._params else torch.device("cpu")
+        self._params = list(model.parameters() if params is None else params)
+        first = next(iter(model.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
         self._cache_kw = cache_keyword(model)  # read once: the keyword was renamed in transformers 5.24
         self.stats = {"forwards": 0, "prefill_rows": 0, "decode_rows": 0, "memo_hits": 0, "prompt_hits": 0}
         """Counters (tests and benchmarks read them): model calls, rows re-prefilled, rows advanced by one token,
         memo hits, rows started from a remembered prefill."""
         self.reset()
+
+    def keep_prompts(self, prompt_cache_mb: float, prompt_max_tokens: int = 64) -> None:
+        """Set the budget of the store of prompt prefills (0 turns it off); what it holds already stays."""
+        if isinstance(prompt_cache_mb, bool) or not isinstance(prompt_cache_mb, (int, float)) or not 0 <= prompt_cache_mb < float("inf"):
+            raise ValueError(f"prompt_cache_mb must be a finite number of megabytes >= 0 (0 turns it off), got {prompt_cache_mb!r}")
+        self.prompt_cache_bytes, self.prompt_max_tokens = int(prompt_cache_mb * 2**20), int(prompt_max_tokens)
 
     def reset(self) -> None:
         """Forget the cache and the memo (the next call prefills every row)."""
@@ -176,8 +214,9 @@ class IncrementalLM:
 
     def _forward(self, ids, attn, pos, cache: DynamicCache):
         """One model call that appends to ``cache`` in place. -> logits (n, V) float32, hidden (n, H)."""
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         output_hidden_states=True, **{self._cache_kw: cache}, **self._keep_kw)
+        with self.context() if self.context is not None else nullcontext():
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                             output_hidden_states=True, **{self._cache_kw: cache}, **self._keep_kw)
         self.stats["forwards"] += 1
         # Own storage: rows of these get overwritten when some rows are re-prefilled.
         return out.logits[:, -1].float().clone(), out.hidden_states[-1][:, -1].clone()

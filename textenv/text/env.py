@@ -12,6 +12,8 @@ from gymnasium import spaces
 
 from textenv.checks import check_options, check_seed, short
 from textenv.text.core import TextGenCore
+from textenv.text.loading import fork_safe_threads
+from textenv.text.render import render_rgb
 
 
 @contextmanager
@@ -114,8 +116,10 @@ class TextGenEnv(gym.Env):
       name/path; default ``textenv.default.reward_path()``. ``reward_label`` picks a class logit of a
       multi-label classifier, ``reward_tokenizer`` the RM's tokenizer when it is passed as a module,
       ``normalize_reward`` (a bool) applies the RM config's ``reward_mean`` / ``reward_std``.
-    - ``prompts``: list of str, ``datasets.Dataset`` with a "prompt" column, or a path; default
-      ``textenv.default.prompts_path("train")`` (the same prompts as ``textenv.default.prompts("train")``).
+    - ``prompts``: list of str, ``datasets.Dataset`` (its "prompt", else "query", else "text" column), a file or
+      ``save_to_disk`` folder, or a Hub dataset ``"name:split"`` (``textenv.text.loading.load_prompts``; load a
+      named column yourself with ``load_prompts(..., column=)``); default ``textenv.default.prompts_path("train")``
+      (the same prompts as ``textenv.default.prompts("train")``).
     - ``policy``: the acting policy, shared with the agent (mode (a) above); ``None`` for mode (b).
     - ``ref_model``: a separate frozen reference (name, path or module).
     - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
@@ -127,7 +131,9 @@ class TextGenEnv(gym.Env):
     - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with;
       ``temperature >= 1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits).
     - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards (a bool, and a finite number).
-    - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``) or ``"human"`` (prints it).
+    - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``), ``"human"`` (prints it) or
+      ``"rgb_array"`` (returns the prompt and the completion so far drawn into a (256, 640, 3) uint8 image, the
+      completion in blue: what Stable-Baselines3's ``make_vec_env`` and video recorders ask for).
     - ``prompt_cache_mb``: memory for the reference model's prefill of each prompt (``IncrementalLM``), so
       that restarting from a prompt seen before costs no forward; the prompt list is prefilled at the
       first step while it fits. ``0`` turns it off.
@@ -138,7 +144,7 @@ class TextGenEnv(gym.Env):
     - v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -167,6 +173,7 @@ class TextGenEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
+        fork_safe_threads()
         self.core = TextGenCore(
             1, model=model, tokenizer=tokenizer, reward=reward, prompts=prompts, policy=policy, ref_model=ref_model,
             max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, kl_coef=kl_coef,
@@ -245,10 +252,12 @@ class TextGenEnv(gym.Env):
             self.render()
         return self._obs(), float(parts.reward[0]), terminated, truncated, parts.row_info(0)
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn('render() called without a render_mode; use TextGenEnv(render_mode="ansi") or "human"')
+            gym.logger.warn('render() called without a render_mode; use TextGenEnv(render_mode="ansi"), "human" or "rgb_array"')
             return None
+        if self.render_mode == "rgb_array":
+            return render_rgb(self.core, 0)
         text = self.core.render_row(0)
         if self.render_mode == "ansi":
             return text

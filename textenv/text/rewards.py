@@ -3,16 +3,22 @@
 A spec is one of:
 
 - a Python callable ``(prompts, completions) -> scores`` (list, array or tensor of B numbers);
-- a sequence-classification model (``AutoModelForSequenceClassification``) with one label: the score is
-  ``logits[:, 0]`` of ``prompt + completion`` (lecture slides, "Reward model architecture": a linear layer
-  with one output on the hidden state of the last token);
-- a classifier with several labels and ``label=k`` (an index or a name from ``config.label2id``): the
-  chosen class logit is the reward (e.g. the "positive" logit of a sentiment classifier);
+- a sequence-classification model (``AutoModelForSequenceClassification``, any architecture) with one label:
+  the score is ``logits[:, 0]`` of ``prompt + completion`` (lecture slides, "Reward model architecture": a
+  linear layer with one output on the hidden state of the last token);
+- a classifier with several labels and ``label=k`` (an index or a name from ``config.label2id``; the env's
+  ``reward_label``): the chosen class logit is the reward (e.g. the "positive" logit of a sentiment
+  classifier, label 1 of ``lvwerra/distilbert-imdb``). Without ``label``, ``config.reward_label`` when the
+  model was normalised for one logit;
 - a str or Path: a name or directory loaded with ``AutoModelForSequenceClassification.from_pretrained``
   and ``AutoTokenizer.from_pretrained`` from the same place.
 
-When the model's config carries ``reward_mean`` and ``reward_std`` (written when the reward model was
-trained) and ``normalize=True``, scores are ``(raw - reward_mean) / reward_std``.
+A model is read by ``textenv.reward_model.score_texts``, the function it is trained and evaluated with (one
+join rule: ``prompt + completion`` verbatim; one truncation rule: a text too long for the model keeps its
+last tokens; right padding with ``config.pad_token_id``), so the env serves a reward model exactly as it
+was trained. When the model's config carries ``reward_mean`` and ``reward_std`` (written when the reward
+model was trained, or by ``python -m textenv.reward_model normalize``) and ``normalize=True``, scores are
+``(raw - reward_mean) / reward_std``.
 
 Every RewardFn made here checks what it returns: one finite real number per sample, or an error that
 names the reward function and says which sample (index and text), shape or type was wrong. An exception
@@ -134,61 +140,64 @@ class CheckedReward:
         return scores
 
 
+def resolve_label(config, label: int | str | None) -> int:
+    """The index of the logit that is the score: ``label`` (an index, or a name from ``config.label2id``), else
+    ``config.reward_label`` (written when the model was normalised for one logit), else 0 for a one-label model."""
+    num_labels = int(getattr(config, "num_labels", 1))
+    if label is not None and not isinstance(label, str) and not is_int(label):
+        raise TypeError(f"reward_label must be None, a label index (int) or a label name (str), got {short(label)}")
+    if isinstance(label, str):
+        label2id = getattr(config, "label2id", None) or {}
+        if label not in label2id:
+            raise ValueError(f"label {label!r} is not one of the reward model's labels {sorted(label2id)}")
+        label = int(label2id[label])
+    if label is None:
+        label = getattr(config, "reward_label", None)
+    if label is None:
+        if num_labels != 1:
+            raise ValueError(
+                f"the reward model has {num_labels} labels; pass label= (an index or one of "
+                f"{sorted((getattr(config, 'label2id', None) or {}))}) to choose which logit is the reward"
+            )
+        label = 0
+    if not 0 <= label < num_labels:
+        raise ValueError(f"label={label} is out of range for a reward model with {num_labels} labels")
+    return int(label)
+
+
 class ModelReward:
-    """Scores ``prompt + completion`` with a sequence-classification model, in batches."""
+    """Scores ``(prompt, completion)`` with a sequence-classification model: ``textenv.reward_model.score_texts``,
+    the function the reward model was trained and evaluated with (``prompt + completion`` verbatim, cut to its
+    last tokens when too long, right-padded with ``config.pad_token_id``), then normalised."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, label: int | str | None = None, normalize: bool = True,
                  batch_size: int = 64) -> None:
+        from textenv.reward_model import reward_pad_id
+
         config = model.config
-        num_labels = int(getattr(config, "num_labels", 1))
-        if label is not None and not isinstance(label, str) and not is_int(label):
-            raise TypeError(f"reward_label must be None, a label index (int) or a label name (str), got {short(label)}")
-        if isinstance(label, str):
-            label2id = getattr(config, "label2id", None) or {}
-            if label not in label2id:
-                raise ValueError(f"label {label!r} is not one of the reward model's labels {sorted(label2id)}")
-            label = int(label2id[label])
-        if label is None:
-            if num_labels != 1:
-                raise ValueError(
-                    f"the reward model has {num_labels} labels; pass label= (an index or one of "
-                    f"{sorted((getattr(config, 'label2id', None) or {}))}) to choose which logit is the reward"
-                )
-            label = 0
-        if not 0 <= label < num_labels:
-            raise ValueError(f"label={label} is out of range for a reward model with {num_labels} labels")
-        self.model, self.tokenizer, self.label, self.batch_size = model, tokenizer, int(label), batch_size
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.label = resolve_label(config, label)
         source = getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "")
         self.name = f"ModelReward({source or type(model).__name__})"  # how errors name this reward
-        params = list(model.parameters())
-        self.device = params[0].device if params else torch.device("cpu")
-
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token_id is None:
-                raise ValueError("the reward model's tokenizer has neither a pad nor an eos token to pad batches with")
-            tokenizer.pad_token = tokenizer.eos_token
-        if getattr(config, "pad_token_id", None) is None:
-            # Sequence classifiers find each row's last real token through config.pad_token_id.
-            config.pad_token_id = tokenizer.pad_token_id
+        reward_pad_id(model, tokenizer)  # sets config.pad_token_id when unset: classifiers find the last token by it
 
         mean, std = getattr(config, "reward_mean", None), getattr(config, "reward_std", None)
         if normalize and mean is not None and std is not None:
             if not (np.isfinite(std) and std > 0):
                 raise ValueError(f"the reward model's config has reward_std={std}; it must be a finite number > 0")
+            normalized_label = getattr(config, "reward_label", None)
+            if normalized_label is not None and int(normalized_label) != self.label:
+                raise ValueError(
+                    f"the reward model's reward_mean / reward_std describe label {normalized_label}, not label "
+                    f"{self.label}; pass normalize_reward=False, or normalise it for that label "
+                    f"(python -m textenv.reward_model normalize --label {self.label} ...)"
+                )
             self.shift, self.scale = float(mean), float(std)
         else:
             self.shift, self.scale = 0.0, 1.0
-        self.max_length = getattr(config, "max_position_embeddings", None)
 
-    @torch.no_grad()
     def __call__(self, prompts: list[str], completions: list[str]) -> np.ndarray:
-        texts = [p + c for p, c in zip(prompts, completions)]
-        scores = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=self.max_length is not None,
-                                 max_length=self.max_length, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            logits = self.model(**enc).logits  # (b, num_labels)
-            scores.append(logits[:, self.label].float().cpu())
-        raw = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+        from textenv.reward_model import score_texts
+
+        raw = score_texts(self.model, self.tokenizer, prompts, completions, batch_size=self.batch_size, label=self.label)
         return (raw - self.shift) / self.scale

@@ -75,6 +75,11 @@ class SamplingConfig:
             out = out.masked_fill(drop, float("-inf"))
         return out
 
+    @property
+    def is_temperature_only(self) -> bool:
+        """No top-k / top-p: ``process`` and ``reference`` are the same function."""
+        return self.top_k == 0 and self.top_p >= 1.0
+
     def reference(self, logits: torch.Tensor) -> torch.Tensor:
         """Reference logits -> the reference distribution the KL is measured against (temperature only).
 
@@ -98,6 +103,8 @@ def check_logits(logits: torch.Tensor, shape: tuple, who: str) -> None:
     entry. ``-inf`` alone is fine: it rules a token out (top-k does the same)."""
     if tuple(logits.shape) != tuple(shape):
         raise ValueError(f"{who} returned logits of shape {tuple(logits.shape)}; expected {tuple(shape)}")
+    if bool(torch.isfinite(logits.sum(-1)).all()):
+        return  # a finite sum: every entry is finite (the common case, one cheap reduction per step)
     finite = torch.isfinite(logits)
     ok = (finite | torch.isneginf(logits)).all(-1) & finite.any(-1)  # (N,)
     if not bool(ok.all()):

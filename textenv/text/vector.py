@@ -25,6 +25,8 @@ from gymnasium.vector.utils import batch_space
 from textenv.checks import check_options, check_row_seeds, short
 from textenv.text.core import StepParts, TextGenCore
 from textenv.text.env import TextGenEnv, observation_space, rollback_rngs
+from textenv.text.loading import fork_safe_threads
+from textenv.text.render import render_rgb
 
 
 class TextGenVectorEnv(gym.vector.VectorEnv):
@@ -33,20 +35,24 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
     Reset options: ``{"prompt": p}`` (every reset row starts from ``p``) or ``{"prompts": [p_0, ..., p_N-1]}``
     (a list of one per row, not a bare string; the entries of rows that are not reset are not read), and
     Gymnasium's ``{"reset_mask": bool array (N,)}`` to reset only some rows, and ``{"kl_coef": beta}``: the
-    KL coefficient of every row from this reset on (how a KL controller hands the env its beta). ``seed``: None, an int >= 0
+    KL coefficient of every row from this reset on (how a KL controller hands the env its beta), and
+    ``{"group_size": K}``: rows come in groups of K consecutive rows (0..K-1, K..2K-1, ...) that share one
+    prompt, drawn by the group's first row (the K responses to one prompt that RLOO and GRPO compare;
+    ``num_envs`` and the rows reset must be whole groups). ``seed``: None, an int >= 0
     (row ``i`` gets ``seed + i``) or a list of N entries, each None or an int >= 0. ``num_envs`` is at most
     ``loading.MAX_NUM_ENVS`` (65,536). Like the single env, every call is all or nothing: it raises before
     any row changes.
     """
 
-    OPTIONS = ("prompt", "prompts", "reset_mask", "kl_coef")
+    OPTIONS = ("prompt", "prompts", "reset_mask", "kl_coef", "group_size")
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
+        fork_safe_threads()
         self.core = TextGenCore(num_envs, **kwargs)
         self.num_envs = self.core.num_envs
         self.single_action_space = gym.spaces.Discrete(self.core.vocab_size)
@@ -85,12 +91,15 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
         rows = self._rows_to_reset(options.get("reset_mask"))
         kl_coef = self.core.kl_coef_option(options)
         encoded = {i: self.core.encode_prompt(p) for i, p in self._given_prompts(options, rows).items()}
+        group = self._group_size(options, rows)
         fresh = {i: seeding.np_random(seeds[i]) for i in rows if seeds[i] is not None or self._rngs[i] is None}
-        draw = [i for i in rows if i not in encoded]
+        draw = [i for i in rows if i not in encoded and i % group == 0]
         rngs = {i: fresh[i][0] if i in fresh else self._rngs[i] for i in draw}
         with rollback_rngs([rngs[i] for i in draw if i not in fresh]):
             for i in draw:
                 encoded[i] = self.core.encode_prompt(self.core.sample_prompt(rngs[i]))
+        for i in rows:  # the other rows of a group take its first row's prompt
+            encoded.setdefault(i, encoded[i - i % group])
         for i, (rng, row_seed) in fresh.items():
             self._rngs[i], self._seeds[i] = rng, row_seed
         if kl_coef is not None:
@@ -125,10 +134,12 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
             self.render()
         return self.core.observe(), parts.reward, parts.terminated, parts.truncated, info
 
-    def render(self) -> tuple[str, ...] | None:
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
-            gym.logger.warn('render() called without a render_mode; use render_mode="ansi" or "human"')
+            gym.logger.warn('render() called without a render_mode; use render_mode="ansi", "human" or "rgb_array"')
             return None
+        if self.render_mode == "rgb_array":  # one frame per row, as SyncVectorEnv returns its envs' frames
+            return tuple(render_rgb(self.core, i) for i in range(self.num_envs))
         texts = tuple(self.core.render_row(i) for i in range(self.num_envs))
         if self.render_mode == "ansi":
             return texts
@@ -161,6 +172,23 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
                 f"options['reset_mask'] must be a bool array of shape ({n},) with at least one True, got {short(reset_mask)}"
             )
         return np.flatnonzero(mask)
+
+    def _group_size(self, options: dict, rows: np.ndarray) -> int:
+        """``options["group_size"]`` checked against the env and the rows reset; 1 without the option."""
+        k = options.get("group_size")
+        if k is None:
+            return 1
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or self.num_envs % k:
+            raise ValueError(f"options['group_size'] must be an int >= 1 that divides num_envs={self.num_envs}, "
+                             f"got {short(k)}")
+        if "prompt" in options or "prompts" in options:
+            raise ValueError("options['group_size'] draws one prompt per group: it cannot be combined with "
+                             "options['prompt'] or options['prompts'] (repeat each prompt K times in 'prompts')")
+        reset = np.zeros(self.num_envs, dtype=bool)
+        reset[rows] = True
+        if (reset.reshape(-1, k).any(1) != reset.reshape(-1, k).all(1)).any():
+            raise ValueError(f"options['reset_mask'] must reset whole groups of group_size={k} rows")
+        return int(k)
 
     def _given_prompts(self, options: dict, rows: np.ndarray) -> dict:
         """``{row: prompt}`` from ``options["prompts"]`` or ``options["prompt"]``; empty when prompts are drawn."""
