@@ -122,24 +122,48 @@ def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:
     return (x - mean) / torch.sqrt(var + 1e-8) * m
 
 
-def average_gradients(parameters) -> None:
-    """Replace each gradient by its mean over the ranks (one all-reduce of one flat buffer).
+def average_gradients(parameters, values: dict[str, float] | None = None, local_count: float = 1.0,
+                      total_count: float = 1.0) -> dict[str, float]:
+    """Replace each gradient by its mean over the ranks, and combine each rank's masked means ``values``
+    into means over all ranks' tokens (``token_mean``), in one all-reduce of one flat buffer.
 
     A parameter without a gradient on this rank contributes zeros, so ranks whose losses touch different
-    parameters still take part in the same collective and never wait on each other.
+    parameters still take part in the same collective and never wait on each other. With one process the
+    gradients stay as they are and ``values`` come back unchanged.
     """
+    values = dict(values or {})
     if not _active():
-        return
+        return values
     params = [p for p in parameters if p.requires_grad]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    extra = torch.tensor([v * local_count for v in values.values()], dtype=grads[0].dtype, device=grads[0].device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [extra])
     dist.all_reduce(flat)
+    sums = flat[flat.numel() - extra.numel():].tolist()
     flat /= dist.get_world_size()
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
         p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
         offset += n
+    return {k: v / max(total_count, 1.0) for k, v in zip(values, sums)}
+
+
+def count_and_whiten(mask: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``token_weight(mask.sum())`` and, when ``x`` is given, ``masked_whiten(x, mask)``, with one all-reduce
+    of (count, sum, sum of squares) under torchrun; with one process exactly ``F.masked_whiten``."""
+    if not _active():
+        weight, total = token_weight(mask.sum())
+        return weight, total, None if x is None else F.masked_whiten(x, mask)
+    m = mask.to(torch.float64)
+    xs = torch.zeros_like(m) if x is None else x.to(torch.float64) * m
+    count, first, second = all_sum(torch.stack([m.sum(), xs.sum(), (xs * xs).sum()]))
+    weight = dist.get_world_size() * m.sum() / count.clamp(min=1.0)
+    if x is None:
+        return weight, count, None
+    mean = first / count.clamp(min=1.0)
+    var = (second / count.clamp(min=1.0) - mean * mean).clamp(min=0.0)
+    return weight, count, ((x.to(torch.float64) - mean) / torch.sqrt(var + 1e-8) * m).to(x.dtype)
 
 
 def broadcast_module(module: torch.nn.Module) -> None:
@@ -164,16 +188,6 @@ def token_weight(local_count: Tensor) -> tuple[Tensor, Tensor]:
     if not _active():
         return torch.ones((), dtype=torch.float64, device=local_count.device), total
     return dist.get_world_size() * local_count.to(torch.float64) / total.clamp(min=1.0), total
-
-
-def token_mean(values: dict[str, float], local_count: float, total_count: float) -> dict[str, float]:
-    """Each rank's masked means of ``values`` combined into the means over all ranks' tokens (one all-reduce)."""
-    if not _active() or not values:
-        return values
-    keys = list(values)
-    t = torch.tensor([values[k] * local_count for k in keys], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(t)
-    return {k: float(v) / max(total_count, 1.0) for k, v in zip(keys, t.tolist())}
 
 
 def gather_rows(x: Tensor) -> Tensor:

@@ -378,13 +378,12 @@ def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: P
             mb_mask = mask[mb]
             # Under torchrun minibatch k is the union of every rank's k-th minibatch: its tokens are counted
             # over all ranks, so every decision below (skip, whiten, weigh, stop) is the same on each rank.
-            weight, n_tokens = D.token_weight(mb_mask.sum())
+            whiten_here = cfg.norm_adv and cfg.norm_adv_over == "minibatch"
+            weight, n_tokens, whitened = D.count_and_whiten(mb_mask, advantages[mb] if whiten_here else None)
             if n_tokens == 0:
                 continue
             logprob, entropy, value = score(mb)
-            mb_adv = advantages[mb]
-            if cfg.norm_adv and cfg.norm_adv_over == "minibatch":
-                mb_adv = D.masked_whiten(mb_adv, mb_mask)
+            mb_adv = whitened if whiten_here else advantages[mb]
             pg_loss, info = F.policy_loss(logprob, batch["logprobs"][mb], mb_adv, cfg.clip_coef, mb_mask)
             v_loss = F.value_loss(value, batch["values"][mb], batch["returns"][mb],
                                   cfg.clip_coef if cfg.clip_vloss else None, mb_mask)
@@ -394,17 +393,18 @@ def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: P
                 ref_kl = F.kl_loss(logprob, batch["ref_logprobs"][mb], mb_mask)
                 loss = loss + kl_coef * ref_kl
                 info = {**info, "kl_loss": ref_kl.detach()}
-            terms = D.token_mean({"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
-                                  "entropy": ent.item(), **{k: v.item() for k, v in info.items()}},
-                                 float(mb_mask.sum()), float(n_tokens))
-            if not math.isfinite(terms.pop("loss")):  # the same verdict on every rank
+            optimizer.zero_grad(set_to_none=True)
+            (loss * weight.to(loss.dtype) if D.world().size > 1 else loss).backward()
+            # the gradients averaged over the ranks and the loss terms over all their tokens, in one collective
+            terms = D.average_gradients(
+                policy.parameters(), {"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+                                      "entropy": ent.item(), **{k: v.item() for k, v in info.items()}},
+                float(mb_mask.sum()), float(n_tokens))
+            if not math.isfinite(terms.pop("loss")):  # the same verdict on every rank, before any weight moves
                 raise FloatingPointError(
                     f"PPO loss became {loss.item()} at {where}, epoch {epoch} (policy {pg_loss.item()}, value "
                     f"{v_loss.item()}, entropy {ent.item()}): check the rewards for NaN/inf or lower the learning rate"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight.to(loss.dtype) if D.world().size > 1 else loss).backward()
-            D.average_gradients(policy.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             step_metrics = {k: terms[k] for k in ("policy_loss", "value_loss", "entropy")}

@@ -11,9 +11,10 @@ What is set to match our runs (everything else is TRL's default, e.g. GRPO's ``l
 - the reward: our reward model's score of prompt + completion, normalised as our env does
   (trl_worker.RewardScorer), passed as a reward function;
 - groups of ``--num-generations`` completions per prompt (our ``group_size``), 32 completions per
-  generation (8 prompts), each generation used for 4 optimizer steps of 8 completions
-  (``steps_per_generation``, our 4 minibatches), in ``--num-iterations`` passes (TRL's default 1; 4 would
-  be our 4 epochs, but at the learning rate TRL needs here it over-optimises: KL 7 at 3,200 responses);
+  generation (8 prompts, ``per_device_train_batch_size=32``) and TRL's default update shape: one optimizer
+  step per generation (``--steps-per-generation`` 1) in one pass (``--num-iterations`` 1), so 100 steps for
+  3,200 completions. With our shape (4 steps of 8 completions, 4 passes) at the learning rate TRL needs
+  here, it over-optimised: KL 8 to 11 at 3,200 responses;
 - sampling: temperature 1, no top-k / top-p, at most 24 new tokens (``max_completion_length``), EOS ends;
 - the budget: ``--responses`` generated completions (``max_steps`` optimizer steps), the learning rate
   decaying linearly to 0 over it (TRL's default scheduler), gradient clipping at 1.0;
@@ -42,7 +43,6 @@ from trl_worker import RewardScorer, read_prompts  # noqa: E402
 
 PACKAGES = ("torch", "trl", "transformers", "accelerate", "datasets")
 COMPLETIONS_PER_GENERATION = 32
-STEPS_PER_GENERATION = 4
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-iterations", type=int, default=1, help="passes over each generation (TRL's num_iterations)")
+    p.add_argument("--steps-per-generation", type=int, default=1,
+                   help="optimizer steps per generation of 32 completions (TRL's steps_per_generation)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -87,9 +89,9 @@ def main() -> None:
         learning_rate=args.lr, max_grad_norm=1.0, beta=args.beta,
         num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
         temperature=1.0, top_k=0, top_p=1.0,
-        per_device_train_batch_size=COMPLETIONS_PER_GENERATION // STEPS_PER_GENERATION,
-        steps_per_generation=STEPS_PER_GENERATION, num_iterations=args.num_iterations,
-        max_steps=generations * STEPS_PER_GENERATION * args.num_iterations,
+        per_device_train_batch_size=COMPLETIONS_PER_GENERATION // args.steps_per_generation,
+        steps_per_generation=args.steps_per_generation, num_iterations=args.num_iterations,
+        max_steps=generations * args.steps_per_generation * args.num_iterations,
     )
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     tokenizer.padding_side = "left"

@@ -21,7 +21,7 @@ over-optimisation shows as gold falling while KL grows.
 
 ``trl_rloo`` and ``trl_grpo`` are TRL 1.16's ``RLOOTrainer`` and ``GRPOTrainer`` on the same models, prompts,
 reward, groups and budget (benchmarks/trl16_worker.py; its own virtualenv, built on first use), with
-TRL's default of one pass over each generation (4 optimizer steps of 8 completions). TRL has no adaptive KL controller: without ``--betas`` they run at the fixed betas of the best TRL
+TRL's default update shape: one optimizer step per generation of 32 completions. TRL has no adaptive KL controller: without ``--betas`` they run at the fixed betas of the best TRL
 settings found when the issue was filed (RLOO 0.05, GRPO 0.04, learning rate ``--trl-lr`` 1e-3; TRL's
 default 1e-6 does not move this policy in the budget).
 

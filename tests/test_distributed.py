@@ -114,7 +114,9 @@ def test_without_a_process_group_the_collectives_are_the_identity():
     weight, total = D.token_weight(mask.sum())
     assert float(weight) == 1.0 and float(total) == 2.0
     assert D.all_max(3.5) == 3.5 and D.any_rank(False) is False
-    assert D.token_mean({"a": 2.0}, 2.0, 2.0) == {"a": 2.0}
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.tensor([1.0, 2.0])
+    assert D.average_gradients([p], {"a": 2.0}, 2.0, 2.0) == {"a": 2.0} and p.grad.tolist() == [1.0, 2.0]
 
 
 # --------------------------------------------------------------------------- RLHF on 2 ranks
