@@ -18,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +29,7 @@ from agents import functional as F
 from agents.checkpoint import atomic_save, load_checkpoint, space_from_dict, space_to_dict
 from agents.logger import Logger
 from agents.onpolicy import build_agent, episode_metrics, predict
+from agents.ppo_update import learning_rate_at, ppo_update
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, RolloutCollector, as_vector_env
 from agents.run_guard import StopSignals, TrainingInterrupted, with_context
@@ -338,89 +339,6 @@ class PPO:
         agent.optimizer.load_state_dict(ckpt["optimizer"])
         agent.num_timesteps, agent.iteration = int(ckpt["num_timesteps"]), int(ckpt["iteration"])
         return agent
-
-
-def learning_rate_at(cfg: PPOConfig, iteration: int, n_iterations: int) -> float:
-    """The step size of iteration ``iteration`` (0-based) of ``n_iterations``: ``cfg.learning_rate``, decayed
-    linearly to 0 over the iterations when ``cfg.anneal_lr`` (CleanRL's schedule; TRL's linear one)."""
-    if not cfg.anneal_lr:
-        return cfg.learning_rate
-    return cfg.learning_rate * (1.0 - iteration / n_iterations)
-
-
-def ppo_update(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: PPOConfig, batch: dict,
-               minibatches: Callable[[], Iterable[torch.Tensor]], score: Callable, where: str,
-               kl_coef: float = 0.0) -> dict[str, float]:
-    """The PPO update every agent here runs: ``cfg.n_epochs`` passes of minibatch steps on the lectures'
-    loss L = L_POLICY + c1 L_VF - c2 H, with gradient clipping and the optional early stop at ``target_kl``.
-
-    Args:
-        batch: tensors of one shape, indexed along dim 0 by the minibatches: ``logprobs`` and ``values`` of
-            the rollout, ``advantages``, ``returns`` and ``mask`` (1 where a step counts). The gridworld
-            passes flat (T*N,) steps; the RLHF loop (B, T) responses, one row per response.
-        minibatches: called once per epoch; yields index tensors into dim 0 of the batch.
-        score: ``score(index) -> (logprob, entropy, values)`` of the current policy, shaped like
-            ``batch["logprobs"][index]``.
-        where: what the error message calls this update ("iteration 7").
-        kl_coef: beta of GRPO's KL term: > 0 adds ``kl_coef * F.kl_loss`` against ``batch["ref_logprobs"]``
-            (the reference's log-probs of the taken actions) to the loss, and reports it as ``kl_loss``.
-    Returns:
-        the mean over minibatch steps of policy_loss, value_loss, entropy, grad_norm, clip_fraction,
-        approx_kl and ratio, plus ``epochs`` (the passes done).
-    """
-    advantages, mask = batch["advantages"], batch["mask"]
-    if cfg.norm_adv and cfg.norm_adv_over == "batch":
-        advantages = D.masked_whiten(advantages, mask)
-    sums: dict[str, float] = {}
-    n_updates, epoch, stop = 0, 0, False
-    for epoch in range(cfg.n_epochs):
-        for mb in minibatches():
-            mb_mask = mask[mb]
-            # Under torchrun minibatch k is the union of every rank's k-th minibatch: its tokens are counted
-            # over all ranks, so every decision below (skip, whiten, weigh, stop) is the same on each rank.
-            whiten_here = cfg.norm_adv and cfg.norm_adv_over == "minibatch"
-            weight, n_tokens, whitened = D.count_and_whiten(mb_mask, advantages[mb] if whiten_here else None)
-            if n_tokens == 0:
-                continue
-            logprob, entropy, value = score(mb)
-            mb_adv = whitened if whiten_here else advantages[mb]
-            pg_loss, info = F.policy_loss(logprob, batch["logprobs"][mb], mb_adv, cfg.clip_coef, mb_mask)
-            v_loss = F.value_loss(value, batch["values"][mb], batch["returns"][mb],
-                                  cfg.clip_coef if cfg.clip_vloss else None, mb_mask)
-            ent = F.masked_mean(entropy, mb_mask)
-            loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
-            if kl_coef > 0:
-                ref_kl = F.kl_loss(logprob, batch["ref_logprobs"][mb], mb_mask)
-                loss = loss + kl_coef * ref_kl
-                info = {**info, "kl_loss": ref_kl.detach()}
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight.to(loss.dtype) if D.world().size > 1 else loss).backward()
-            # the gradients averaged over the ranks and the loss terms over all their tokens, in one collective
-            terms = D.average_gradients(
-                policy.parameters(), {"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
-                                      "entropy": ent.item(), **{k: v.item() for k, v in info.items()}},
-                float(mb_mask.sum()), float(n_tokens))
-            if not math.isfinite(terms.pop("loss")):  # the same verdict on every rank, before any weight moves
-                raise FloatingPointError(
-                    f"PPO loss became {loss.item()} at {where}, epoch {epoch} (policy {pg_loss.item()}, value "
-                    f"{v_loss.item()}, entropy {ent.item()}): check the rewards for NaN/inf or lower the learning rate"
-                )
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            step_metrics = {k: terms[k] for k in ("policy_loss", "value_loss", "entropy")}
-            step_metrics["grad_norm"] = float(grad_norm)
-            step_metrics.update((k, terms[k]) for k in info)
-            for k, v in step_metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_updates += 1
-            if cfg.target_kl is not None and step_metrics["approx_kl"] > cfg.target_kl:
-                stop = True
-                break
-        if stop:
-            break
-    metrics = {k: v / max(n_updates, 1) for k, v in sums.items()}
-    metrics["epochs"] = epoch + 1
-    return metrics
 
 
 def mlp_kwargs(policy: ActorCritic) -> dict | None:

@@ -7,7 +7,7 @@
     python examples/compare_algorithms.py --methods trl_rloo trl_grpo   # TRL 1.16's trainers on the same task
 
 The online methods share everything but the advantage: the same env (the KL paid per token, or for GRPO's
-form in the loss), the same PPO update (``agents.ppo.ppo_update``: 4 epochs of 4 minibatches, clipping
+form in the loss), the same PPO update (``agents.ppo_update.ppo_update``: 4 epochs of 4 minibatches, clipping
 0.2) and the same budget of generated responses. PPO's advantages come from its critic (GAE); RLOO's and
 GRPO's from the other responses to the same prompt (groups of ``--group-size`` rows, the env's
 ``group_size`` reset option), so no critic is trained. DPO generates nothing: it learns the preference
@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dpo-betas", type=float, nargs="+", default=None,
                    help="DPO's beta values with --betas (default 0.03 0.1 0.3; without --betas: 0.1)")
     p.add_argument("--group-size", type=int, default=4, help="responses per prompt for RLOO and GRPO")
+    p.add_argument("--dpo-lr", type=float, default=None, help="DPO's learning rate (default: DPOConfig's)")
     p.add_argument("--trl-lr", type=float, default=1e-3, help="TRL trainers' learning rate")
     p.add_argument("--eval-prompts", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
@@ -97,7 +98,8 @@ def train(method: str, beta: float | None, seed: int, args: argparse.Namespace):
     if method == "dpo":
         from agents.dpo import DPOConfig, train_dpo
 
-        return train_dpo(DPOConfig(beta=beta, seed=seed)).policy, 0, time.perf_counter() - start
+        lr = {} if args.dpo_lr is None else {"learning_rate": args.dpo_lr}
+        return train_dpo(DPOConfig(beta=beta, seed=seed, **lr)).policy, 0, time.perf_counter() - start
     if method.startswith("trl_"):
         from agents.lm import load_lm
         from agents.utils import resolve_device

@@ -16,7 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from agents import distributed as D
-from agents.ppo import PPOConfig, ppo_update
+from agents.ppo import PPOConfig
+from agents.ppo_update import ppo_update
 
 WORLD = 2
 

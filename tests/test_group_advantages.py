@@ -69,7 +69,7 @@ def test_dpo_gradient_raises_the_chosen_and_lowers_the_rejected_response():
 from text_fixtures import PROMPTS  # noqa: E402
 
 from agents.lm import LMActorCritic  # noqa: E402
-from agents.ppo import ppo_update  # noqa: E402
+from agents.ppo_update import ppo_update  # noqa: E402
 from agents.rlhf import RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf  # noqa: E402
 from agents.rlhf.loop import group_advantages  # noqa: E402
 from agents.rlhf.responses import collect_responses, score_responses  # noqa: E402

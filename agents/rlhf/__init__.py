@@ -9,7 +9,7 @@ The pieces, in the order an iteration uses them:
 - ``responses.py``  the rollout: whole responses, one row each, from a TextGen vector env (``collect_responses``)
   and their scoring by the current policy, one forward per response (``score_responses``).
 - ``loop.py``       ``train_rlhf``: rollout, rewards, advantages (``agents.functional.response_gae``), PPO's
-  update (``agents.ppo.ppo_update``, the same one the gridworld trains with), metrics, KL controller, checkpoint.
+  update (``agents.ppo_update.ppo_update``, the same one the gridworld trains with), metrics, KL controller, checkpoint.
 - ``metrics.py``    what an iteration reports; ``evaluate.py`` the held-out evaluation.
 - ``config.py``     ``RLHFConfig`` (``TextEnvConfig``, ``KLConfig``, ``rlhf_ppo_config``) and the settings a resume
   must match; ``checkpoint.py`` the checkpoint.

@@ -1,7 +1,7 @@
 """``train_rlhf``: RLHF with PPO on TextGen-v0, one iteration in numbered steps.
 
 Each iteration: (1) roll out one whole response per env row, (2) the rewards the env paid, (3) GAE over each
-response, (4) PPO's update (``agents.ppo.ppo_update``, the gridworld's own) on minibatches of whole
+response, (4) PPO's update (``agents.ppo_update.ppo_update``, the gridworld's own) on minibatches of whole
 responses, (5) the iteration's metrics, (6) the KL controller's next beta, (7) the learning rate, the
 checkpoint and progress.csv. The shape follows CleanRL's ppo.py and lm-human-preference-details'
 ``train_policy``.
@@ -24,7 +24,7 @@ from agents import functional as F
 from agents.lm import LMActorCritic
 from agents.logger import write_progress
 from agents.policies import ActorCritic
-from agents.ppo import learning_rate_at, ppo_update
+from agents.ppo_update import learning_rate_at, ppo_update
 from agents.rlhf.checkpoint import read_rlhf_checkpoint, restore_rlhf_checkpoint, save_rlhf_checkpoint
 from agents.rlhf.config import RLHFConfig, run_settings
 from agents.rlhf.memory import format_memory_estimate, memory_estimate
