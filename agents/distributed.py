@@ -112,14 +112,8 @@ def any_rank(flag: bool) -> bool:
 
 def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:
     """``agents.functional.masked_whiten`` with the mean and variance taken over the masked entries of all
-    ranks, as one process holding the whole batch would compute them."""
-    if not _active():
-        return F.masked_whiten(x, mask)
-    m = mask.to(x.dtype)
-    first = all_sum(torch.stack([(x * m).sum(), m.sum()]))
-    mean = first[0] / first[1].clamp(min=1.0)
-    var = all_sum(((x - mean) ** 2 * m).sum()) / first[1].clamp(min=1.0)
-    return (x - mean) / torch.sqrt(var + 1e-8) * m
+    ranks, as one process holding the whole batch would compute them (``count_and_whiten``)."""
+    return count_and_whiten(mask, x)[2]
 
 
 def average_gradients(parameters, values: dict[str, float] | None = None, local_count: float = 1.0,
@@ -150,11 +144,18 @@ def average_gradients(parameters, values: dict[str, float] | None = None, local_
 
 
 def count_and_whiten(mask: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``token_weight(mask.sum())`` and, when ``x`` is given, ``masked_whiten(x, mask)``, with one all-reduce
-    of (count, sum, sum of squares) under torchrun; with one process exactly ``F.masked_whiten``."""
+    """The loss weight of this rank's minibatch, the token count of all ranks' minibatches, and, when ``x``
+    is given, ``x`` whitened over all ranks' masked entries; one all-reduce of (count, sum, sum of squares).
+
+    Rank r's loss is a mean over its n_r tokens; averaging gradients over W ranks gives
+    sum_r grad(mean_r) / W, while one process would take sum_r n_r grad(mean_r) / sum_r n_r. Scaling rank
+    r's loss by the weight W * n_r / sum_r n_r makes the two equal, also when ranks hold different numbers
+    of tokens (responses of different lengths). With one process: weight 1, the count of ``mask``, and
+    exactly ``F.masked_whiten``.
+    """
     if not _active():
-        weight, total = token_weight(mask.sum())
-        return weight, total, None if x is None else F.masked_whiten(x, mask)
+        total = mask.sum().to(torch.float64)
+        return torch.ones((), dtype=torch.float64, device=mask.device), total, None if x is None else F.masked_whiten(x, mask)
     m = mask.to(torch.float64)
     xs = torch.zeros_like(m) if x is None else x.to(torch.float64) * m
     count, first, second = all_sum(torch.stack([m.sum(), xs.sum(), (xs * xs).sum()]))
@@ -173,21 +174,6 @@ def broadcast_module(module: torch.nn.Module) -> None:
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src=0)
-
-
-def token_weight(local_count: Tensor) -> tuple[Tensor, Tensor]:
-    """The factor that makes the mean over ranks of each rank's masked-mean loss equal the masked mean of
-    the whole (all ranks') minibatch, and the global token count.
-
-    Rank r's loss is a mean over its n_r tokens; averaging gradients over W ranks gives
-    sum_r grad(mean_r) / W, while one process would take sum_r n_r grad(mean_r) / sum_r n_r.
-    Scaling rank r's loss by W * n_r / sum_r n_r makes the two equal, also when ranks hold different
-    numbers of tokens (responses of different lengths).
-    """
-    total = all_sum(local_count.to(torch.float64))
-    if not _active():
-        return torch.ones((), dtype=torch.float64, device=local_count.device), total
-    return dist.get_world_size() * local_count.to(torch.float64) / total.clamp(min=1.0), total
 
 
 def gather_rows(x: Tensor) -> Tensor:

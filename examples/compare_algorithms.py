@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -144,13 +143,6 @@ def run_trl(method: str, beta: float, seed: int, save_dir: Path, args: argparse.
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def save_json(path: Path, data) -> None:
-    """Write atomically: a stopped run never leaves a half-written results file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def table(results: list[dict], sft_gold: float) -> str:
     lines = [f"{'method':6s} {'beta':>8s} {'seeds':>5s} {'gold gain':>17s} {'RM':>7s} {'KL':>6s} {'wall s':>7s} "
              f"{'responses':>9s}"]
@@ -193,6 +185,7 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from agents.checkpoint import atomic_write
     from agents.lm import load_lm
     from agents.rlhf import TextEnvConfig, evaluate
     from agents.utils import resolve_device
@@ -223,7 +216,8 @@ def main() -> None:
         r = results[-1]
         print(f"{method} beta {beta if beta is not None else 'adaptive'} seed {seed}: gold {r['gold']:+.3f} "
               f"(gain {r['gold'] - sft_gold:+.3f}), RM {r['rm']:+.3f}, KL {r['kl']:.2f}, {wall:.0f} s", flush=True)
-        save_json(results_path, {"sft_gold": sft_gold, "args": vars(args), "runs": results})
+        record = {"sft_gold": sft_gold, "args": vars(args), "runs": results}  # atomically: a stop keeps the runs done
+        atomic_write(results_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
     print("\n" + table(results, sft_gold))
     plot(results, sft_gold, out / "frontier.png")
     print(f"\nresults: {results_path}   plot: {out / 'frontier.png'}")

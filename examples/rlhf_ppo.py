@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import json
 import shlex
 import sys
@@ -58,6 +57,7 @@ import numpy as np
 import torch
 
 from agents import distributed as D
+from agents.checkpoint import atomic_write
 from agents.rlhf import (KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate, rlhf_ppo_config,
                          train_rlhf)
 
@@ -357,13 +357,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
 
 
-def write_json(path: Path, data) -> None:
-    """Write atomically: a stopped job never leaves a half-written summary."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -446,7 +439,8 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
                f"{key}_gain_mean": float(gains.mean()),
                f"{key}_gain_std": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
                "kl_mean": float(kls.mean()), "kl_target": args.kl_target, "wall_s": time.perf_counter() - start}
-    write_json(out / "summary.json", summary)
+    # atomically: a stopped job never leaves a half-written summary
+    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     spread = f" ± {summary[f'{key}_gain_std']:.3f} (std over {len(runs)} seeds)" if len(runs) > 1 else ""
     name = "gold score" if has_gold else "RM score (no gold judge)"
     print(f"{name}: {runs[0][f'{key}_before']:+.3f} (SFT) -> "

@@ -112,7 +112,7 @@ def test_without_a_process_group_the_collectives_are_the_identity():
     x, mask = torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1.0, 1.0, 0.0])
     assert D.world() == D.World(0, 1, 0) and D.world().is_main
     torch.testing.assert_close(D.masked_whiten(x, mask), torch.tensor([-1.0, 1.0, 0.0]), atol=1e-4, rtol=0)
-    weight, total = D.token_weight(mask.sum())
+    weight, total, _ = D.count_and_whiten(mask)
     assert float(weight) == 1.0 and float(total) == 2.0
     assert D.all_max(3.5) == 3.5 and D.any_rank(False) is False
     p = torch.nn.Parameter(torch.ones(2))
