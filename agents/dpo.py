@@ -6,7 +6,7 @@
 No reward model, no rollouts: the policy (a copy of the SFT model) learns the preference pairs directly
 with the pairwise loss on its implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``
 (``agents.functional.dpo_loss``), the SFT model frozen as the reference. The policy is an ``LMActorCritic``
-(its value head unused), so the RLHF evaluation (``agents.rlhf.evaluate``), sampling and saving apply
+(its value head unused), so the RLHF evaluation (``agents.rlhf.evaluate_policy``), sampling and saving apply
 unchanged; each response is scored with one forward (``LMActorCritic.score_responses``, position ids
 counted from each row's first real token), so left padding does not shift a row's positions.
 
@@ -28,8 +28,9 @@ import torch
 
 from agents import functional as F
 from agents.lm import LMActorCritic
-from agents.utils import resolve_device, seed_everything
-from textenv.checks import check_int
+from agents.utils import seed_everything
+from rlcore.device import resolve_device
+from rlcore.checks import check_int
 from textenv.text.loading import PromptEncoder, load_tokenizer
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from textenv.text.kl import kl_penalty
+from rlcore.kl import kl_penalty
 
 
 def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:

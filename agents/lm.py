@@ -18,7 +18,7 @@ Two ways to run the same network:
   full sequence is the next step of the same episode. One forward per chain leaf (the longest sequence)
   scores every step on the chain at once, instead of one forward per generated token.
 
-The log-probabilities are those of ``sampling.process(logits)`` (temperature, top-k, top-p), the
+The log-probabilities are those of ``sampling.sampling_logits(logits)`` (temperature, top-k, top-p), the
 distribution the tokens were sampled from (ARCHITECTURE.md, "Sampling").
 """
 
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.policies import ActorCritic
-from agents.utils import resolve_device
+from rlcore.device import resolve_device
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from textenv.text.decoding import IncrementalLM, cache_keyword
@@ -321,7 +321,7 @@ class LMActorCritic(ActorCritic):
         step = self.incremental(ids, mask)
         hidden = self._critic_incremental()(ids, mask).hidden if self.critic_trunk is not None else step.hidden
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (B,)
-        return self.sampling.process(step.logits), values
+        return self.sampling.sampling_logits(step.logits), values
 
     # ------------------------------------------------------------------ the RLHF update (one forward per response)
     def score_responses(self, ids: Tensor, mask: Tensor, prompt_cols: int, with_entropy_grad: bool = False):
@@ -351,7 +351,7 @@ class LMActorCritic(ActorCritic):
                 trunk = self.critic_trunk(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
                 hidden = trunk.last_hidden_state[:, P - 1:P - 1 + T]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
-        processed = self.sampling.process(logits.float())  # (B, T, V)
+        processed = self.sampling.sampling_logits(logits.float())  # (B, T, V)
         actions = ids[:, P:]
         logprob = processed.gather(-1, actions[..., None])[..., 0] - torch.logsumexp(processed, -1)
         with nullcontext() if with_entropy_grad else torch.no_grad():
@@ -383,5 +383,5 @@ class LMActorCritic(ActorCritic):
                 trunk = self.critic_trunk(input_ids=plan.ids, attention_mask=plan.mask, position_ids=pos, use_cache=False)
                 hidden = trunk.last_hidden_state[plan.leaf, plan.col]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        logprob, entropy = logprob_and_entropy(self.sampling.process(logits.float()), actions)
+        logprob, entropy = logprob_and_entropy(self.sampling.sampling_logits(logits.float()), actions)
         return logprob, entropy, values.float()

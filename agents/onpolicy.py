@@ -14,7 +14,8 @@ import torch
 from agents import distributed as D
 from agents.policies import ActorCritic, MLPActorCritic
 from agents.rollout import Rollout, as_vector_env
-from agents.utils import add_batch_dim, is_single_obs, resolve_device, seed_everything, to_tensor
+from agents.utils import add_batch_dim, is_single_obs, seed_everything, to_tensor
+from rlcore.device import resolve_device
 
 Callback = Callable[[Any, dict], "bool | None"]
 """Called after every iteration with the agent and that iteration's metrics; returning False stops learn()."""

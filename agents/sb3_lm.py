@@ -82,7 +82,7 @@ class SB3LMPolicy(ActorCriticPolicy):
         out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True,
                       logits_to_keep=1, use_cache=False)
         features = out.hidden_states[-1][:, -1]  # (B, H) the trunk at the last position
-        return self.sampling.process(out.logits[:, -1]), self.value_net(features)
+        return self.sampling.sampling_logits(out.logits[:, -1]), self.value_net(features)
 
     def forward(self, obs, deterministic: bool = False):
         logits, values = self._logits_and_values(obs)
@@ -129,7 +129,7 @@ class SB3RLHFCallback(BaseCallback):
         self._tokens += len(infos)
         for i in np.flatnonzero(dones):
             info = infos[i]
-            self._episodes.append({"prompt": info["prompt"], "text": info["text"], "rm_score": info["rm_score"],
+            self._episodes.append({"prompt": info["prompt"], "completion": info["completion"], "rm_score": info["rm_score"],
                                    "kl": self._kl[i], "tokens": info.get("episode_tokens", np.nan)})
             self._kl[i] = 0.0
         return True
@@ -138,7 +138,7 @@ class SB3RLHFCallback(BaseCallback):
         eps, nan = self._episodes, float("nan")
         gold = nan
         if self.gold_fn is not None and eps:
-            gold = float(np.mean(self.gold_fn([e["prompt"] for e in eps], [e["text"] for e in eps])))
+            gold = float(np.mean(self.gold_fn([e["prompt"] for e in eps], [e["completion"] for e in eps])))
         elapsed = time.perf_counter() - self._start
         self.history.append({
             "timesteps": self.num_timesteps,
@@ -148,7 +148,7 @@ class SB3RLHFCallback(BaseCallback):
             "response_length": float(np.mean([e["tokens"] for e in eps])) if eps else nan,
             "episodes": len(eps),
             "wall_s": elapsed,
-            "samples": [{"prompt": e["prompt"], "completion": e["text"], "rm_score": float(e["rm_score"])}
+            "samples": [{"prompt": e["prompt"], "completion": e["completion"], "rm_score": float(e["rm_score"])}
                         for e in eps[: self.n_samples]],
         })
         self._episodes = []

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from textenv.text.loading import resolve_device  # noqa: F401  (one "auto" device rule for envs and agents)
 
 
 REPRODUCIBLE_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}

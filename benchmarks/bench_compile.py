@@ -21,7 +21,7 @@ import torch
 
 from agents.lm import LMActorCritic
 from agents.rlhf.responses import collect_responses
-from agents.utils import resolve_device
+from rlcore.device import resolve_device
 from textenv.text.decoding import IncrementalLM
 
 

@@ -10,7 +10,7 @@ update past every ``--eval-every`` env steps, and that scoring is left out of th
 before the agent is built. Both agents are warmed up once first (lazy torch initialisation), and both run
 with one torch thread (the fastest setting for these small networks for both).
 
-- agents.PPO: ``examples/common.GRID_PPO`` on 64 cats of the native vector env (tuned for the grid).
+- agents.PPO: ``examples/gridworld_common.GRID_PPO`` on 64 cats of the native vector env (tuned for the grid).
 - SB3 PPO: ``PPO("MlpPolicy", gym.make("GridWorld-v0"))``, every setting SB3's default, as users run it.
 
 The figure of merit is the ratio of the median wall-clocks. "First reached" counts a greedy policy that
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from common import OptimumTracker, median, optimal_return  # noqa: E402
+from gridworld_common import OptimumTracker, median, optimal_return  # noqa: E402
 from compare_gridworld import run_agents_ppo, run_sb3_ppo, warm_up  # noqa: E402
 
 

@@ -38,7 +38,7 @@ ours, ...; the median over ``--rounds``), after ``--warmup`` untimed iterations 
   ``RLHFConfig(responses=max(--responses))``), with the main job's settings (32 x 24 tokens, 4 epochs x 4
   minibatches, lr 3e-4, beta 0.05 adaptive to 4 nats over 2000 responses). The policy is saved every
   ``--eval-every`` responses and at each ``--responses``; afterwards every saved policy (TRL's loaded as a
-  causal LM, value head stripped) is scored HERE with agents.rlhf.evaluate on the held-out prompts and the
+  causal LM, value head stripped) is scored HERE with agents.rlhf.evaluate_policy on the held-out prompts and the
   gold judge: gold (mean +/- std over seeds) at equal responses, KL per response to the SFT model, loop
   seconds and ours / TRL, and the responses and seconds each side took to first reach ``--gold`` (with
   their ours / TRL ratios). The learning rate decays linearly to 0 over the largest budget on both sides,

@@ -7,7 +7,7 @@ scored at the positions it was generated at: position ids counted from its first
 (``attention_mask.cumsum(-1) - 1``), which is what ``LMActorCritic.score_responses`` passes. A forward that
 passes no position ids numbers the columns 0, 1, 2, ... whatever the padding, so a short prompt's tokens sit
 at shifted positions (TRL 1.16's GRPOTrainer and RLOOTrainer score this way). The script samples one
-response per prompt from the SFT model (temperature 1, the env's own sampling through ``agents.rlhf.evaluate``'s
+response per prompt from the SFT model (temperature 1, the env's own sampling through ``agents.rlhf.evaluate_policy``'s
 rollout), then sums each response's log-probability both ways and prints the mean gap per response, next to
 the log-probability the rollout itself measured (which the correct scoring must reproduce).
 """

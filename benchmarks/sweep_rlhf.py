@@ -16,7 +16,7 @@ value changed alone, ``--mode grid`` every combination; a value equal to the bas
 Every setting gets the same budget, ``--responses`` (``env.num_envs`` changes the responses per
 iteration, not the total): they are compared at equal responses.
 
-Each setting runs once per seed: ``train_rlhf``, then ``agents.rlhf.evaluate`` on the first ``--eval-prompts``
+Each setting runs once per seed: ``train_rlhf``, then ``agents.rlhf.evaluate_policy`` on the first ``--eval-prompts``
 test prompts with the gold judge (evaluation seed 10_000 + seed). Settings are ranked by mean gold over
 the seeds among those whose mean held-out KL per response is at most ``--kl-max``; the others follow,
 unranked. Printed: a markdown table (gold mean ± std over seeds, RM, KL, loop seconds), the SFT model below.
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate, run_settings, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, run_settings, train_rlhf
 from agents.utils import reproducible_cpu_kernels
 
 PRESETS = {
@@ -162,7 +162,7 @@ def run_one(config: RLHFConfig, prompts: list[str]) -> dict:
     start = time.perf_counter()
     result = train_rlhf(config)
     agent = result.agent
-    out = evaluate(agent.policy, config.env.env_kwargs(), prompts, default_gold(config), seed=10_000 + config.seed)
+    out = evaluate_policy(agent.policy, config.env.env_kwargs(), prompts, default_gold(config), seed=10_000 + config.seed)
     history = [{k: v for k, v in row.items() if k != "samples"} for row in result.history]
     return {**scores(out), "responses": agent.responses, "iterations": agent.iteration, "loop_s": agent.loop_s,
             "wall_s": time.perf_counter() - start, "final_kl_coef": history[-1]["kl_coef"], "history": history}
@@ -262,7 +262,7 @@ def main() -> None:
           f"{sum(run_key(c, args) in done for c in configs.values())} already in {out}", flush=True)
 
     prompts = load_prompts(default_prompts("test"))[: args.eval_prompts]
-    sft = scores(evaluate(load_lm(sft_path(), torch.device("cpu")).eval(), base.env.env_kwargs(), prompts,
+    sft = scores(evaluate_policy(load_lm(sft_path(), torch.device("cpu")).eval(), base.env.env_kwargs(), prompts,
                           default_gold(base), seed=10_000))
     data.update(sft=sft, base={k: v for k, v in run_settings(base).items() if k != "seed"})
     runs, interrupted = {}, False  # setting name -> its runs (done now or before, with --resume)

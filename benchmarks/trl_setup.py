@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from agents.lm import load_lm
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, rlhf_ppo_config, train_rlhf
 from textenv import default
 from textenv.text.loading import load_prompts
 
@@ -248,7 +248,7 @@ def policy_scorer(task: Task, shape: Shape, args) -> tuple:
     prompts = load_prompts(default.prompts_path("test"))[: args.eval_prompts]
 
     def score(model_path, seed: int) -> dict:
-        out = evaluate(load_lm(model_path, torch.device("cpu")).eval(), env_kwargs, prompts, gold_fn, seed=10_000 + seed)
+        out = evaluate_policy(load_lm(model_path, torch.device("cpu")).eval(), env_kwargs, prompts, gold_fn, seed=10_000 + seed)
         return {k: float(np.mean(out[src])) for k, src in (("gold", "gold_score"), ("rm", "rm_score"), ("kl", "kl"),
                                                            ("length", "tokens"))}
 

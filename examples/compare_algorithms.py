@@ -101,7 +101,7 @@ def train(method: str, beta: float | None, seed: int, args: argparse.Namespace):
         return train_dpo(DPOConfig(beta=beta, seed=seed, **lr)).policy, 0, time.perf_counter() - start
     if method.startswith("trl_"):
         from agents.lm import load_lm
-        from agents.utils import resolve_device
+        from rlcore.device import resolve_device
 
         save_dir = Path(args.out) / "trl" / f"{method}_beta{beta}_seed{seed}"
         run_trl(method.removeprefix("trl_"), beta, seed, save_dir, args)
@@ -187,8 +187,8 @@ def main() -> None:
 
     from agents.checkpoint import atomic_write
     from agents.lm import load_lm
-    from agents.rlhf import TextEnvConfig, evaluate
-    from agents.utils import resolve_device
+    from agents.rlhf import TextEnvConfig, evaluate_policy
+    from rlcore.device import resolve_device
     from textenv.default import gold_score, prompts, sft_path
     from textenv.text.loading import load_prompts
 
@@ -201,7 +201,7 @@ def main() -> None:
     results = json.loads(results_path.read_text())["runs"] if args.resume and results_path.exists() else []
     held_out = load_prompts(prompts("test"))[: args.eval_prompts]
     env_kwargs = TextEnvConfig().env_kwargs()  # the task every method trained on
-    sft = evaluate(load_lm(sft_path(), resolve_device("auto")).eval(), env_kwargs, held_out, gold_score, seed=10_000)
+    sft = evaluate_policy(load_lm(sft_path(), resolve_device("auto")).eval(), env_kwargs, held_out, gold_score, seed=10_000)
     sft_gold = float(np.mean(sft["gold_score"]))
     print(f"SFT on {len(held_out)} held-out prompts: gold {sft_gold:+.3f}", flush=True)
     done = {(r["method"], r["beta"], r["seed"]) for r in results}
@@ -209,7 +209,7 @@ def main() -> None:
         if (method, beta, seed) in done:
             continue
         policy, responses, wall = train(method, beta, seed, args)
-        ev = evaluate(policy, env_kwargs, held_out, gold_score, seed=10_000 + seed)
+        ev = evaluate_policy(policy, env_kwargs, held_out, gold_score, seed=10_000 + seed)
         results.append({"method": method, "beta": beta, "seed": seed, "responses": responses, "wall_s": wall,
                         "gold": float(np.mean(ev["gold_score"])), "rm": float(np.mean(ev["rm_score"])),
                         "kl": float(np.mean(ev["kl"]))})

@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from common import (
+from gridworld_common import (
     GRID_NUM_ENVS, GRID_PPO, OUTPUTS, OptimumTracker, greedy_return, make_grid_envs, median, optimal_return,
 )
 

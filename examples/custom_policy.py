@@ -72,7 +72,7 @@ CONFIG = PPOConfig(
     n_steps=16, learning_rate=3e-3, gae_lambda=0.8, clip_vloss=False, progress_bar=False,  # as common.GRID_PPO
     vf_coef=0.5 / 100.0**2,  # 1/2 (error / value_scale)^2: the value loss in units of the value head
 )
-"""The grid settings of examples/common.GRID_PPO (spelled out so that this file stands alone), plus vf_coef."""
+"""The grid settings of examples/gridworld_common.GRID_PPO (spelled out so that this file stands alone), plus vf_coef."""
 
 
 def train(steps: int = 20_000, seed: int = 0, num_envs: int = 64, embed_dim: int = 16) -> tuple[PPO, float]:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import OUTPUTS, GRID_PPO, greedy_return, make_grid_envs, optimal_return
+from gridworld_common import OUTPUTS, GRID_PPO, greedy_return, make_grid_envs, optimal_return
 from agents import PPO
 from agents import functional as F
 from agents.policies import ActorCritic
@@ -293,7 +293,7 @@ def main(argv=None):
     curves: dict[str, list] = {}
     if args.train_steps > 0:
         print(f"\nPart 2: {args.train_steps} env steps per run, {args.seeds} seed(s); REINFORCE: "
-              f"{args.num_envs} x {args.n_steps} steps per update, lr {args.lr}; ppo: examples/common.GRID_PPO")
+              f"{args.num_envs} x {args.n_steps} steps per update, lr {args.lr}; ppo: examples/gridworld_common.GRID_PPO")
         print(f"{'rung':13s} {'final greedy return':>20s} {'last episode return':>20s} "
               f"{f'steps to return >= {args.target:g}':>24s} {'seconds':>8s}")
         for rung in (*ESTIMATORS, "ppo"):

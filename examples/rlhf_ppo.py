@@ -58,7 +58,7 @@ import torch
 
 from agents import distributed as D
 from agents.checkpoint import atomic_write
-from agents.rlhf import (KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate, rlhf_ppo_config,
+from agents.rlhf import (KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, rlhf_ppo_config,
                          train_rlhf)
 
 DEFAULTS = RLHFConfig()
@@ -246,7 +246,7 @@ def _default_prompts(split: str):
 def judge_fn(args: argparse.Namespace):
     """The ``--judge``: a module:function taking (prompts, completions), or a sequence classifier read the way
     a reward model is (``--judge-label``), as a checked ``(prompts, completions) -> scores``."""
-    from textenv.text.loading import resolve_device
+    from rlcore.device import resolve_device
     from textenv.text.rewards import make_reward_fn
 
     module, _, name = args.judge.partition(":")
@@ -382,11 +382,11 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
     has_gold = gold is not None
     env_kwargs = cfg0.env.env_kwargs()
     from agents.lm import load_lm
-    from agents.utils import resolve_device
+    from rlcore.device import resolve_device
 
     reports = world.is_main  # rank 0 evaluates and reports; every rank trains
     if reports:
-        before = evaluate(load_lm(sft, resolve_device(args.device)).eval(), env_kwargs, prompts, gold, seed=10_000)
+        before = evaluate_policy(load_lm(sft, resolve_device(args.device)).eval(), env_kwargs, prompts, gold, seed=10_000)
         gold_text = f"gold {np.mean(before['gold_score']):+.3f}, " if has_gold else ""
         print(f"\nSFT model on {len(prompts)} held-out prompts: {gold_text}RM {np.mean(before['rm_score']):+.3f}   "
               f"({time.perf_counter() - start:.0f} s)\n", flush=True)
@@ -403,7 +403,7 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
         result = train_rlhf(config)
         if not reports:
             continue
-        after = evaluate(result.agent.policy, env_kwargs, prompts, gold, seed=10_000 + seed)
+        after = evaluate_policy(result.agent.policy, env_kwargs, prompts, gold, seed=10_000 + seed)
         histories[seed] = result.history
         final_kl = float(np.mean([h["kl"] for h in result.history[-10:]]))
         agent = result.agent

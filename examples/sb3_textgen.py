@@ -111,7 +111,7 @@ def main() -> None:
     args = parse_args()
     from transformers.utils import logging as hf_logging
 
-    from agents.rlhf import evaluate
+    from agents.rlhf import evaluate_policy
     from textenv.default import gold_score, prompts
     from textenv.text.loading import load_prompts
 
@@ -134,7 +134,7 @@ def main() -> None:
     rows = {}
     for name, policy, wall, tokens in (("agents.rlhf (mode a)", ours_policy, ours_wall, ours_tokens),
                                        ("SB3 PPO (mode b)", sb3_lm.eval(), sb3_wall, sb3_tokens)):
-        r = evaluate(policy, env_kwargs, eval_prompts, gold_score, seed=10_000 + args.seed)
+        r = evaluate_policy(policy, env_kwargs, eval_prompts, gold_score, seed=10_000 + args.seed)
         rows[name] = {"gold_score": float(np.mean(r["gold_score"])), "rm_score": float(np.mean(r["rm_score"])),
                       "kl": float(np.mean(r["kl"])), "wall_s": wall, "tokens": int(tokens), "tokens_per_s": tokens / wall}
     print(f"\n{'':22s} {'gold':>8s} {'RM':>8s} {'KL':>7s} {'wall s':>8s} {'tokens':>8s} {'tokens/s':>9s}")

@@ -41,7 +41,7 @@ def naive_scores(policy, obs, actions):
         m = obs["attention_mask"][i].bool()
         ids = obs["input_ids"][i][m][None]
         logits = policy.model(input_ids=ids).logits[:, -1]
-        out.append(logprob_and_entropy(policy.sampling.process(logits), actions[i:i + 1])[0])
+        out.append(logprob_and_entropy(policy.sampling.sampling_logits(logits), actions[i:i + 1])[0])
     return torch.cat(out)
 
 

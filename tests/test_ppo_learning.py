@@ -14,7 +14,7 @@ from agents import PPO, PPOConfig
 from agents.rollout import autoreset_mode
 from textenv.gridworld import policy_return, value_iteration
 
-# The grid settings of examples/common.py: 64 cats x 16 steps per update, a fast learning rate, GAE lambda
+# The grid settings of examples/gridworld_common.py: 64 cats x 16 steps per update, a fast learning rate, GAE lambda
 # 0.8 and no value clipping (returns are ~100).
 GRID = PPOConfig(n_steps=16, learning_rate=3e-3, gae_lambda=0.8, clip_vloss=False, progress_bar=False)
 

@@ -75,7 +75,7 @@ def test_env_score_equals_reward_model_scoring_when_the_tokenizer_truncates(tmp_
     for _ in range(6):
         _, _, _, _, info = env.step(gen.integers(0, 300, size=4))
     fin = info["final_info"]
-    got_p, got_c, env_scores = list(fin["prompt"]), list(fin["text"]), fin["rm_score"]
+    got_p, got_c, env_scores = list(fin["prompt"]), list(fin["completion"]), fin["rm_score"]
 
     model, tok = rmod.load_reward_model(rm_dir)
     assert all(len(tok(p + c)["input_ids"]) > 12 for p, c in zip(got_p, got_c))  # every text is cut
@@ -147,7 +147,7 @@ def test_default_reward_model_scores_are_the_same_in_the_env_and_in_training():
         if "final_info" in info:
             rows = np.flatnonzero(info["_final_info"])
             prompts += [info["final_info"]["prompt"][i] for i in rows]
-            completions += [info["final_info"]["text"][i] for i in rows]
+            completions += [info["final_info"]["completion"][i] for i in rows]
             env_scores += list(info["final_info"]["rm_score"][rows])
     assert len(env_scores) >= 8
     expected = rmod.normalize_scores(rmod.score_texts(rm, tok, prompts, completions), rm.config)

@@ -16,7 +16,7 @@ from agents.rlhf import (
     KLConfig,
     RLHFConfig,
     TextEnvConfig,
-    evaluate,
+    evaluate_policy,
     rlhf_ppo_config,
     train_rlhf,
 )
@@ -199,8 +199,8 @@ def test_response_stats_sums_the_kl_and_ends_at_the_limit(lm_dir):
 
 def test_evaluate_sft_against_itself_has_zero_kl(lm_dir):
     env_kwargs = dict(model=str(lm_dir), reward=length_reward, max_new_tokens=5, max_prompt_tokens=6, device="cpu")
-    out = evaluate(make_lm(), env_kwargs, list(PROMPTS), seed=0)  # make_lm() has the weights saved in lm_dir
+    out = evaluate_policy(make_lm(), env_kwargs, list(PROMPTS), seed=0)  # make_lm() has the weights saved in lm_dir
     assert len(out["completion"]) == len(PROMPTS) and all(isinstance(c, str) for c in out["completion"])
     np.testing.assert_allclose(out["kl"], 0.0, atol=1e-5)
-    again = evaluate(make_lm(), env_kwargs, list(PROMPTS), seed=0)
+    again = evaluate_policy(make_lm(), env_kwargs, list(PROMPTS), seed=0)
     assert again["completion"] == out["completion"]  # seeded

@@ -106,9 +106,9 @@ def test_mode_b_reward_is_kl_coef_times_ref_logprob_plus_score(env_kwargs):
         assert r == pytest.approx(0.3 * info["ref_logprob"])
     _, r, term, trunc, info = steps[-1]
     assert trunc and not term and len(steps) == 6
-    assert info["rm_score"] == len(info["text"].split()) == 6
+    assert info["rm_score"] == len(info["completion"].split()) == 6
     assert r == pytest.approx(0.3 * info["ref_logprob"] + 6 - 2.0)  # no EOS: the penalty applies
-    assert env.core.completion_text(0) == info["text"]
+    assert env.core.completion_text(0) == info["completion"]
 
 
 def test_eos_terminates_without_penalty(env_kwargs):
@@ -155,7 +155,7 @@ def test_policy_equal_to_reference_gives_zero_kl_and_reward_equals_score(lm_dir,
 
 
 def test_scored_distribution_is_sampling_config_process(lm_dir, rm_dir):
-    """The policy log-prob the env scores is log_softmax(SamplingConfig.process(logits)); the reference's is temperature only."""
+    """The policy log-prob the env scores is log_softmax(SamplingConfig.sampling_logits(logits)); the reference's is temperature only."""
     policy, ref = make_lm(seed=3), AutoModelForCausalLM.from_pretrained(str(lm_dir))
     env = TextGenEnv(model=ref, reward=str(rm_dir), prompts=PROMPTS, policy=policy, max_new_tokens=5, max_prompt_tokens=6,
                      temperature=0.7, top_k=5, kl_estimator="full")
@@ -170,7 +170,7 @@ def test_scored_distribution_is_sampling_config_process(lm_dir, rm_dir):
             rl = ref(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
         a = int(env.sampling.sample(pl, generator=gen))
         obs, r, term, trunc, info = env.step(a)
-        logits = env.sampling.process(pl)
+        logits = env.sampling.sampling_logits(pl)
         assert torch.isfinite(logits).sum() == 5
         assert info["policy_logprob"] == pytest.approx(torch.log_softmax(logits, -1)[0, a].item(), abs=1e-4)
         assert info["ref_logprob"] == pytest.approx(torch.log_softmax(rl / 0.7, -1)[0, a].item(), abs=1e-4)

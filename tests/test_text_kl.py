@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from textenv.text.kl import ESTIMATORS, full_kl, kl_penalty
+from rlcore.kl import ESTIMATORS, full_kl, kl_penalty
 
 # Two tokens: the policy p = [3/4, 1/4], the reference q = [1/2, 1/2].
 P = torch.tensor([0.75, 0.25])

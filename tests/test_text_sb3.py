@@ -41,7 +41,7 @@ def test_step_results_match_the_vector_env(env_kwargs):
                 for k in obs_v:
                     np.testing.assert_array_equal(infos[i]["terminal_observation"][k], info["final_obs"][i][k])
                 assert infos[i]["rm_score"] == info["final_info"]["rm_score"][i]
-                assert infos[i]["text"] == info["final_info"]["text"][i]
+                assert infos[i]["completion"] == info["final_info"]["completion"][i]
                 assert adapter.reset_infos[i]["prompt"] == info["prompt"][i]
             else:
                 assert "terminal_observation" not in infos[i]

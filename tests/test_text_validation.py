@@ -133,7 +133,7 @@ def test_failed_final_step_leaves_the_single_env_unchanged(parts, mode):
     assert_same_state(state(env), before)
     out, expected = env.step(a), twin.step(a)  # the retry is exactly the step the twin takes
     assert_same(out, expected)
-    assert out[3] and out[4]["text"] == " was the a"  # three tokens, not four
+    assert out[3] and out[4]["completion"] == " was the a"  # three tokens, not four
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(a)
 

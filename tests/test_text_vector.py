@@ -138,7 +138,7 @@ def test_final_obs_and_final_info_on_autoreset(env_kwargs):
     assert info["prompt"][1] in PROMPTS and obs["attention_mask"][1].sum() == len(new_prompt)
     assert obs["input_ids"][1, -len(new_prompt):].tolist() == new_prompt
     fi = info["final_info"]
-    assert fi["_rm_score"].tolist() == [False, True] and fi["rm_score"][1] == 0.0 and fi["text"][1] == ""
+    assert fi["_rm_score"].tolist() == [False, True] and fi["rm_score"][1] == 0.0 and fi["completion"][1] == ""
     assert info["_ref_logprob"].tolist() == [True, False] and info["_prompt"].tolist() == [False, True]
 
 

@@ -104,7 +104,7 @@ def _report_fork_flag(queue):
 
 
 def test_auto_device_in_a_process_forked_after_cuda_started_is_the_cpu(monkeypatch):
-    from textenv.text.loading import resolve_device
+    from rlcore.device import resolve_device
 
     monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
     with pytest.warns(UserWarning, match='forked after CUDA started in its parent.*"spawn"'):

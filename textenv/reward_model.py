@@ -7,7 +7,7 @@ token as the rightmost one that is not ``config.pad_token_id``, so that id must 
 
 How a (prompt, completion) is read: ``score_texts`` is the one scoring function. Training
 (``train_reward_model``, through its two halves ``reward_inputs`` and ``reward_logits``), evaluation
-(``pairwise_accuracy``, ``evaluate``), normalisation and the environment (``textenv.text.rewards.ModelReward``,
+(``pairwise_accuracy``, ``evaluate_reward_model``), normalisation and the environment (``textenv.text.rewards.ModelReward``,
 which TextGen-v0 pays its reward with) all call it, so a reward model is served exactly as it was trained:
 
 - join: the text is ``prompt + completion``, verbatim (``reward_text``). The env's completion is the exact
@@ -287,7 +287,8 @@ def sample_completions(model, prompts: Sequence[str], n: int, *, tokenizer=None,
     seeded shuffle of ``prompts``) cut as the env cuts them, its sampling distribution and its decoding, so the
     texts are the ones the env's reward will read when PPO starts from ``model``."""
     from textenv.text.decoding import IncrementalLM
-    from textenv.text.loading import load_causal_lm, load_prompts, load_tokenizer, resolve_device
+    from rlcore.device import resolve_device
+    from textenv.text.loading import load_causal_lm, load_prompts, load_tokenizer
     from textenv.text.vector import TextGenVectorEnv
 
     prompts = load_prompts(prompts)
@@ -315,11 +316,11 @@ def sample_completions(model, prompts: Sequence[str], n: int, *, tokenizer=None,
             while not done.all():
                 ids = torch.as_tensor(obs["input_ids"], device=runner.device)
                 mask = torch.as_tensor(obs["attention_mask"], device=runner.device)
-                probs = torch.softmax(env.sampling.process(runner.next_token_logits(ids, mask)).float(), -1)
+                probs = torch.softmax(env.sampling.sampling_logits(runner.next_token_logits(ids, mask)).float(), -1)
                 actions = torch.multinomial(probs, 1, generator=generator)[:, 0].cpu().numpy()
                 obs, _, terminated, truncated, info = env.step(actions)
                 for i in np.flatnonzero((terminated | truncated) & ~done):
-                    texts[i], used[i] = info["final_info"]["text"][i], info["final_info"]["prompt"][i]
+                    texts[i], used[i] = info["final_info"]["completion"][i], info["final_info"]["prompt"][i]
                 done |= terminated | truncated
         finally:
             env.close()
@@ -345,7 +346,8 @@ def normalize_reward_model(reward, model, prompts, *, label: int | str | None = 
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from textenv.text.loading import quiet_loading, resolve_device
+    from rlcore.device import resolve_device
+    from textenv.text.loading import quiet_loading
     from textenv.text.rewards import resolve_label
 
     dev = resolve_device(device)
@@ -500,7 +502,7 @@ def gold_agreement(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     return {"spearman": spearman, "sign_agreement": sign}
 
 
-def evaluate(model, tokenizer, pairs=None, prompts: Sequence[str] | None = None,
+def evaluate_reward_model(model, tokenizer, pairs=None, prompts: Sequence[str] | None = None,
              completions: Sequence[str] | None = None, gold: np.ndarray | None = None) -> dict[str, float]:
     """Held-out pairwise accuracy on ``pairs`` and/or agreement with ``gold`` on fresh samples."""
     out: dict[str, float] = {}

@@ -40,13 +40,13 @@ checkpoint, so it never holds an iteration the checkpoint does not.
 from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.rlhf.checkpoint import CHECKPOINT_FORMAT, load_rlhf_checkpoint, save_rlhf_checkpoint
 from agents.rlhf.config import KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, run_settings
-from agents.rlhf.evaluate import evaluate
+from agents.rlhf.evaluate import evaluate_policy
 from agents.rlhf.loop import RLHFAgent, RLHFResult, default_gold, make_env, make_policy, train_rlhf
 from agents.rlhf.responses import Responses, collect_responses, score_responses
 
 __all__ = [
     "AdaptiveKLController", "CHECKPOINT_FORMAT", "FixedKLController", "KLConfig", "LoRAConfig", "RLHFAgent", "RLHFConfig",
-    "RLHFResult", "Responses", "TextEnvConfig", "collect_responses", "default_gold", "evaluate",
+    "RLHFResult", "Responses", "TextEnvConfig", "collect_responses", "default_gold", "evaluate_policy",
     "load_rlhf_checkpoint", "make_env", "make_policy", "rlhf_ppo_config", "run_settings", "save_rlhf_checkpoint",
     "score_responses", "train_rlhf",
 ]

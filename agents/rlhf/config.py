@@ -16,7 +16,7 @@ from typing import Any
 from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.policies import ActorCritic
 from agents.ppo import PPOConfig
-from textenv.checks import check_int
+from rlcore.checks import check_int
 
 # PPOConfig fields the RLHF loop has no use for: its rollout is one whole response per row.
 NOT_FOR_RLHF = {
@@ -71,7 +71,7 @@ class TextEnvConfig:
     top_p: float = 1.0
     """policy-side nucleus (1.0: off)"""
     kl_estimator: str = "k1"
-    """per-token KL estimator of the env's penalty (textenv.text.kl)"""
+    """per-token KL estimator of the env's penalty (rlcore.kl)"""
     stop_at_eos: bool = True
     """EOS ends a response; False: every response runs max_new_tokens tokens (fixed-length speed runs)"""
     device: str = "auto"

@@ -12,7 +12,7 @@ from textenv.text.decoding import IncrementalLM
 
 
 @torch.no_grad()
-def evaluate(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | None = None, seed: int = 0) -> dict:
+def evaluate_policy(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | None = None, seed: int = 0) -> dict:
     """Sample one completion per prompt and score it: RM score, gold score, KL to the reference per response.
 
     Runs its own TextGen vector env in mode (a) with ``env_kwargs`` (the training env's arguments), so the

@@ -31,7 +31,8 @@ from agents.rlhf.memory import format_memory_estimate, memory_estimate
 from agents.rlhf.metrics import all_ranks_metrics, format_metrics, response_metrics
 from agents.rlhf.responses import collect_responses, score_responses
 from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
-from agents.utils import resolve_device, seed_everything
+from agents.utils import seed_everything
+from rlcore.device import resolve_device
 from textenv.text.sampling import SamplingConfig
 
 

@@ -88,7 +88,7 @@ def policy_step(policy, obs: dict, sampling) -> tuple[Tensor, Tensor]:
     with ``next_token_logits`` (a bare LM runner), its raw logits through ``sampling`` and values of 0."""
     if isinstance(policy, ActorCritic):
         return policy(obs)
-    logits = sampling.process(torch.as_tensor(policy.next_token_logits(obs["input_ids"], obs["attention_mask"])))
+    logits = sampling.sampling_logits(torch.as_tensor(policy.next_token_logits(obs["input_ids"], obs["attention_mask"])))
     return logits, torch.zeros(logits.shape[0], device=logits.device)
 
 
@@ -149,7 +149,7 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
             buffers[key][rows, t] = value[rows]
         buffers["mask"][rows, t] = 1.0
         for i in np.flatnonzero(done & active):
-            scores[i], texts[i] = final["rm_score"][i], final["text"][i]
+            scores[i], texts[i] = final["rm_score"][i], final["completion"][i]
         active &= ~done
         if not active.any():
             break

@@ -117,7 +117,7 @@ def build(config: BuildConfig, out_dir: str | Path, verbose: bool = True) -> dic
     from textenv.default.sft import make_model, train_sft
     from textenv.default.tokenizer import train_tokenizer
     from textenv.preferences import build_preferences
-    from textenv.reward_model import build_reward_model, evaluate, save_reward_model
+    from textenv.reward_model import build_reward_model, evaluate_reward_model, save_reward_model
 
     say = print if verbose else (lambda *a, **k: None)
     out_dir = Path(out_dir).resolve()
@@ -182,7 +182,7 @@ def build(config: BuildConfig, out_dir: str | Path, verbose: bool = True) -> dic
             fresh["t"] = now
             drawn = _draw(split_prompts["test"], config.n_eval_samples, config.seed + 2)
             _, fresh["p"], fresh["c"], det = _sample_and_judge(sft, tok, drawn, config, 1, config.seed + 200)
-            return evaluate(rm, tok, pairs["test"], fresh["p"], fresh["c"], det["gold"])
+            return evaluate_reward_model(rm, tok, pairs["test"], fresh["p"], fresh["c"], det["gold"])
 
         norm_prompts = _draw(split_prompts["train"], config.n_norm_samples, config.seed + 3)
         rm, summary["reward"] = build_reward_model(

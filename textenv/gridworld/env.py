@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textenv.checks import check_int, check_options, check_seed
+from rlcore.checks import check_int, check_options, check_seed
 from textenv.gridworld import dynamics
 from textenv.gridworld.dynamics import Rewards
 from textenv.gridworld.layout import Layout, as_layout

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from textenv.checks import check_int, check_options, check_row_seeds, describe
+from rlcore.checks import check_int, check_options, check_row_seeds, describe
 from textenv.gridworld import dynamics
 from textenv.gridworld.dynamics import Rewards
 from textenv.gridworld.env import check_cell_px

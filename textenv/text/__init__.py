@@ -1,13 +1,13 @@
 """Text generation as reinforcement learning: the TextGen-v0 environment and its pieces.
 
-- ``kl``: per-token KL estimators (k1, abs, k2, k3, full).
 - ``sampling``: ``SamplingConfig``, the one place logits become the sampling distribution.
 - ``decoding``: ``IncrementalLM``, KV-cached next-token logits for left-padded batches.
 - ``rewards``: reward specs -> ``RewardFn``.
 - ``core``: the batched transition both envs drive.
 - ``env`` / ``vector``: ``TextGenEnv`` and its natively batched twin ``TextGenVectorEnv``.
 
-Submodules are imported lazily so that ``import textenv.text.kl`` does not load transformers.
+Submodules are imported lazily so that ``import textenv.text.sampling`` does not load transformers. The KL
+estimators are in ``rlcore.kl`` (the agents' losses use them too).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "kl_penalty": "textenv.text.kl",
-    "ESTIMATORS": "textenv.text.kl",
     "SamplingConfig": "textenv.text.sampling",
     "IncrementalLM": "textenv.text.decoding",
     "LMStep": "textenv.text.decoding",

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from textenv.checks import check_flag, check_int, check_real, short
+from rlcore.checks import check_flag, check_int, check_real, short
+from rlcore.device import resolve_device
+from rlcore.kl import ESTIMATORS, kl_penalty
 from textenv.text.decoding import IncrementalLM, reference_runner
-from textenv.text.kl import ESTIMATORS, kl_penalty
 from textenv.text.loading import (
     PromptEncoder, check_causal_lm, check_fit, check_sizes, load_causal_lm, load_prompts, load_tokenizer,
-    output_vocab_size, resolve_device, special_ids,
+    output_vocab_size, special_ids,
 )
 from textenv.text.rewards import make_reward_fn
 from textenv.text.sampling import SamplingConfig, check_logits
@@ -43,7 +44,7 @@ class StepParts:
     kl: np.ndarray | None  # (N,) per-token KL estimate (policy mode only)
     policy_logprob: np.ndarray | None  # (N,) log pi(a_t | s_t) under the sampling distribution (policy mode only)
     rm_score: np.ndarray  # (N,) reward-model score where the episode ended, NaN elsewhere
-    text: list  # completion text where the episode ended, None elsewhere
+    completion: list  # completion text where the episode ended, None elsewhere
     prompt: list  # prompt text where the episode ended, None elsewhere
 
     def row_info(self, i: int) -> dict:
@@ -54,7 +55,7 @@ class StepParts:
             info["policy_logprob"] = float(self.policy_logprob[i])
         if self.terminated[i] or self.truncated[i]:
             info["rm_score"] = float(self.rm_score[i])
-            info["text"] = self.text[i]
+            info["completion"] = self.completion[i]
             info["prompt"] = self.prompt[i]
         return info
 
@@ -278,7 +279,7 @@ class TextGenCore:
 
         reward = step_reward.double().cpu().numpy()
         rm_score = np.full(self.num_envs, np.nan)
-        text: list = [None] * self.num_envs
+        completion: list = [None] * self.num_envs
         prompt: list = [None] * self.num_envs
         rows = np.flatnonzero(after.done)
         if len(rows):
@@ -288,14 +289,14 @@ class TextGenCore:
             with np.errstate(over="ignore"):  # an overflow is reported by _check_rewards, naming its parts
                 reward[rows] += rm_score[rows] + np.where(after.has_eos[rows], 0.0, self.no_eos_penalty)
             for i, c, p in zip(rows, completions, prompts):
-                text[i], prompt[i] = c, p
+                completion[i], prompt[i] = c, p
         self._check_rewards(reward, step_reward, rm_score)
 
         def np_(x):
             return None if x is None else x.double().cpu().numpy()
 
         parts = StepParts(reward=reward, terminated=terminated, truncated=truncated, ref_logprob=np_(ref_logp), kl=np_(kl),
-                          policy_logprob=np_(policy_logp), rm_score=rm_score, text=text, prompt=prompt)
+                          policy_logprob=np_(policy_logp), rm_score=rm_score, completion=completion, prompt=prompt)
         return parts, after
 
     def commit(self, after: NextState) -> None:
@@ -318,7 +319,7 @@ class TextGenCore:
 
         raw = self.ref_lm(ids_t, mask_t).logits.to(self.device)
         check_logits(raw, (self.num_envs, self.vocab_size), "the reference model")
-        ref_logits = self.sampling.reference(raw)  # (N, V)
+        ref_logits = self.sampling.reference_logits(raw)  # (N, V)
         ref_logp = torch.log_softmax(ref_logits, -1).gather(1, act_t)[:, 0]  # (N,)
         self._check_finite(ref_logp, actions, "the reference model's log-probability of")
         kl = policy_logp = None
@@ -330,14 +331,14 @@ class TextGenCore:
                 logits, policy_logp = ref_logits, ref_logp
             else:
                 check_logits(pol_logits, tuple(ref_logits.shape), "the policy")
-                logits = self.sampling.process(pol_logits)  # (N, V) the distribution the agent samples from
+                logits = self.sampling.sampling_logits(pol_logits)  # (N, V) the distribution the agent samples from
                 policy_logp = torch.log_softmax(logits, -1).gather(1, act_t)[:, 0]
             if not bool(torch.isfinite(policy_logp).all()):
                 i = int((~torch.isfinite(policy_logp)).nonzero()[0])
                 raise ValueError(
                     f"action {int(actions[i])} (row {i}) has probability 0 under the policy's sampling distribution "
                     f"(top_k={self.sampling.top_k}, top_p={self.sampling.top_p}), so its KL to the reference is undefined; "
-                    f"sample actions from env.sampling.process(policy logits)"
+                    f"sample actions from env.sampling.sampling_logits(policy logits)"
                 )
             kl = kl_penalty(policy_logp, ref_logp, self.kl_estimator, logits=logits, ref_logits=ref_logits)
             self._check_finite(kl, actions, f"the KL estimate ({self.kl_estimator}) of")

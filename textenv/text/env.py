@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textenv.checks import check_options, check_seed, short
+from rlcore.checks import check_options, check_seed, short
 from textenv.text.core import TextGenCore
 from textenv.text.loading import fork_safe_threads
 from textenv.text.render import render_rgb
@@ -69,7 +69,7 @@ class TextGenEnv(gym.Env):
     - (a) ``policy`` given (an object with ``next_token_logits(input_ids, attention_mask) -> (N, V)``,
       e.g. the agent's LM actor-critic, or a plain causal LM that the env wraps in an ``IncrementalLM``):
       the env computes ``KL_t`` with ``kl_estimator`` between the policy's sampling distribution
-      (``env.sampling.process``) and the reference, so the return is literally RM score minus KL.
+      (``env.sampling.sampling_logits``) and the reference, so the return is literally RM score minus KL.
     - (b) no policy: ``r_t = +kl_coef * log pi_ref(a_t | s_t)`` and the agent adds
       ``-kl_coef * log pi(a_t | s_t)`` itself. Summed, the two are ``-kl_coef * k1``; in expectation the
       agent's part is an entropy bonus, which is why Stable-Baselines3's ``ent_coef`` is its counterpart.
@@ -96,7 +96,7 @@ class TextGenEnv(gym.Env):
     ## Information
     Every step: ``"ref_logprob"`` (log-probability of the action under the reference); with a policy also
     ``"kl"`` (``KL_t``) and ``"policy_logprob"``. The last step adds ``"rm_score"`` (the reward model's
-    score, normalised when the RM's config has ``reward_mean`` / ``reward_std``), ``"text"`` (the decoded
+    score, normalised when the RM's config has ``reward_mean`` / ``reward_std``), ``"completion"`` (the decoded
     completion) and ``"prompt"``. ``reset`` returns ``{"prompt": text}``.
 
     ## Arguments
@@ -127,7 +127,7 @@ class TextGenEnv(gym.Env):
     - ``kl_coef``: a finite number in ``[0, 1e6]`` (``core.MAX_KL_COEF``). An adaptive KL controller hands
       the env its new beta with the next reset, ``reset(options={"kl_coef": 0.1})``, checked the same way; it
       holds from that reset on (the attribute ``env.unwrapped.kl_coef`` can also be set),
-      ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``textenv.text.kl``).
+      ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``rlcore.kl``).
     - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with;
       ``temperature >= 1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits).
     - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards (a bool, and a finite number).

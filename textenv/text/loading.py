@@ -1,5 +1,5 @@
 """Turning the env's arguments (names, paths, modules, prompt sources) into models, tokenizers and prompts,
-with the checks that are particular to text (sizes, models, prompts); the plain ones are in textenv.checks.
+with the checks that are particular to text (sizes, models, prompts); the plain ones are in rlcore.checks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textenv.checks import describe, is_int, short
+from rlcore.checks import describe, is_int, short
 
 
 MAX_NUM_ENVS = 2**16
@@ -35,27 +35,6 @@ def check_sizes(num_envs: int, seq_len: int) -> None:
             f"{nbytes / 2**30:.3g} GiB for the token and mask arrays alone; the limit is {MAX_STATE_BYTES / 2**30:g} GiB: "
             f"use fewer rows or shorter episodes"
         )
-
-
-def resolve_device(device: str | torch.device, module: torch.nn.Module | None = None) -> torch.device:
-    """``"auto"``: the device of a model passed as a module, else CUDA when available, else CPU."""
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f'device must be "auto", a device name such as "cpu" or a torch.device, got {describe(device)}')
-    if device != "auto":
-        try:
-            return torch.device(device)
-        except RuntimeError as e:  # an unknown device name
-            raise ValueError(f'device must be "auto" or a torch device such as "cpu" or "cuda:0", got {device!r} ({e})') from None
-    if isinstance(module, torch.nn.Module):
-        params = list(module.parameters())
-        if params:
-            return params[0].device
-    if torch.cuda._is_in_bad_fork():  # checked first: it touches no CUDA
-        warnings.warn('this process was forked after CUDA started in its parent, where CUDA cannot run: device="auto" '
-                      'is the CPU here. For CUDA in subprocesses start them with "spawn", e.g. gym.make_vec(..., '
-                      'vectorization_mode="async", vector_kwargs={"context": "spawn"})', stacklevel=3)
-        return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def fork_safe_threads() -> None:

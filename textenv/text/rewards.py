@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textenv.checks import is_int, short
+from rlcore.checks import is_int, short
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]
 

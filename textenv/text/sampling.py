@@ -3,8 +3,8 @@
 The env and the agent share one ``SamplingConfig`` (the agent reads ``env.sampling``), so the token
 probabilities the KL penalty and the PPO ratio are computed from are the ones the tokens were drawn from.
 
-Policy:    ``process(logits)``  = temperature, then top-k, then top-p (masked entries set to ``-inf``).
-Reference: ``reference(logits)`` = the same temperature, but NO top-k / top-p. Truncating the reference
+Policy:    ``sampling_logits(logits)``  = temperature, then top-k, then top-p (masked entries set to ``-inf``).
+Reference: ``reference_logits(logits)`` = the same temperature, but NO top-k / top-p. Truncating the reference
 as well would give ``-inf`` reference log-probabilities to tokens the policy can still sample once it has
 drifted (its top-k is no longer the reference's top-k), and the KL would be infinite. Scaling both by the
 same temperature compares the two models on the same footing.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from textenv.checks import check_int
+from rlcore.checks import check_int
 
 
 MIN_TEMPERATURE = 1e-4
@@ -45,14 +45,14 @@ class SamplingConfig:
                 f"temperature must be a finite number > 0 and at least {MIN_TEMPERATURE:g} (lower ones overflow the "
                 f"float32 logits / temperature to inf and the log-probabilities to NaN), got {self.temperature}"
             )
-        # Numpy integers are ints here as everywhere at the env's boundary (textenv.checks); kept as a Python int.
+        # Numpy integers are ints here as everywhere at the env's boundary (rlcore.checks); kept as a Python int.
         object.__setattr__(self, "top_k", check_int("top_k (0 disables it)", self.top_k, low=0))
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
             raise TypeError(f"top_p must be a number in (0, 1], got {type(self.top_p).__name__}")
         if not (0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] (1.0 disables it), got {self.top_p}")
 
-    def process(self, logits: torch.Tensor) -> torch.Tensor:
+    def sampling_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Policy logits -> logits of the sampling distribution.
 
         :param logits: ``(..., V)`` raw next-token logits.
@@ -77,10 +77,10 @@ class SamplingConfig:
 
     @property
     def is_temperature_only(self) -> bool:
-        """No top-k / top-p: ``process`` and ``reference`` are the same function."""
+        """No top-k / top-p: ``sampling_logits`` and ``reference_logits`` are the same function."""
         return self.top_k == 0 and self.top_p >= 1.0
 
-    def reference(self, logits: torch.Tensor) -> torch.Tensor:
+    def reference_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Reference logits -> the reference distribution the KL is measured against (temperature only).
 
         :param logits: ``(..., V)`` raw reference logits.
@@ -89,12 +89,12 @@ class SamplingConfig:
         return logits.float() / self.temperature
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw one token per row from ``process(logits)``.
+        """Draw one token per row from ``sampling_logits(logits)``.
 
         :param logits: ``(N, V)`` raw policy logits.
         :return: ``(N,)`` int64 token ids.
         """
-        probs = torch.softmax(self.process(logits), dim=-1)  # (N, V)
+        probs = torch.softmax(self.sampling_logits(logits), dim=-1)  # (N, V)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

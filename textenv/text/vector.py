@@ -22,7 +22,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from textenv.checks import check_options, check_row_seeds, short
+from rlcore.checks import check_options, check_row_seeds, short
 from textenv.text.core import StepParts, TextGenCore
 from textenv.text.env import TextGenEnv, observation_space, rollback_rngs
 from textenv.text.loading import fork_safe_threads
@@ -220,7 +220,7 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
             values["kl"], values["policy_logprob"] = parts.kl, parts.policy_logprob
         if final:
             values["rm_score"] = parts.rm_score
-            values["text"], values["prompt"] = parts.text, parts.prompt
+            values["completion"], values["prompt"] = parts.completion, parts.prompt
         return self._masked(values, rows)
 
     def _masked(self, values: dict, rows, into: dict | None = None) -> dict:

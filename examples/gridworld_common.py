@@ -1,6 +1,6 @@
 """Small helpers shared by the GridWorld examples and benchmarks: the env, tuned PPO settings, greedy scoring.
 
-Imported as ``from common import ...`` by the scripts in examples/ (Python puts a script's own folder on
+Imported as ``from gridworld_common import ...`` by the scripts in examples/ (Python puts a script's own folder on
 ``sys.path``); benchmarks/ adds examples/ to ``sys.path`` first.
 """
 
