@@ -31,7 +31,8 @@ from agents.lm import LMActorCritic
 from agents.utils import seed_everything
 from rlcore.device import resolve_device
 from rlcore.checks import check_int
-from textenv.text.loading import PromptEncoder, load_tokenizer
+from textenv.text.loading import load_tokenizer
+from textenv.text.prompts import PromptEncoder
 
 
 @dataclass
@@ -127,24 +128,20 @@ def sequence_logprobs(model: LMActorCritic, rows: list[tuple], pad_id: int, devi
 def train_dpo(config: DPOConfig) -> DPOResult:
     """Train a copy of the SFT model on the preference pairs with DPO; returns the policy and the curve.
 
+    Args:
+        config: the models, the pairs and the optimisation.
+
+    Returns:
+        The trained policy (in eval mode), one history row per optimizer step, and the training seconds.
+
     Raises:
         ValueError / TypeError: settings that cannot run or pairs without prompt / chosen / rejected
             (checked before any model trains).
+        FloatingPointError: the loss became NaN or infinite.
     """
-    from textenv.preferences import load_preferences
-
+    # 1. the pairs, the policy (a copy of the SFT model) and the reference (a frozen copy of the policy)
     config.check()
-    if config.pairs is None:
-        from textenv.default import preferences
-
-        pairs = preferences("train")
-    else:
-        pairs = load_preferences(config.pairs)
-    model = config.model
-    if model is None:
-        from textenv.default import sft_path
-
-        model = sft_path()
+    pairs, model = _pairs_and_model(config)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     policy = LMActorCritic(copy.deepcopy(model) if isinstance(model, torch.nn.Module) else model, device=device)
@@ -154,10 +151,11 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     rows = encode_pairs(tokenizer, pairs, policy.model.config.vocab_size, config.max_prompt_tokens,
                         config.max_response_tokens)
 
+    # 2. the reference's log-probs never change: computed once per pair
     start = time.perf_counter()
-    with torch.no_grad():  # the reference's log-probs never change: once per pair
-        ref = torch.cat([sequence_logprobs(reference, rows[i:i + 256], pad_id, device).view(2, -1)
-                         for i in range(0, len(rows), 256)], dim=1)  # (2, N): chosen, rejected
+    ref = _reference_logprobs(reference, rows, pad_id, device)  # (2, N): chosen, rejected
+
+    # 3. epochs of shuffled minibatches on the DPO loss, the step size decayed linearly to 0
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
     total, history = config.epochs * steps_per_epoch, []
@@ -180,8 +178,42 @@ def train_dpo(config: DPOConfig) -> DPOResult:
             history.append({"step": len(history) + 1, "epoch": epoch + 1, "pairs": (len(history) + 1) * config.batch_size,
                             "loss": loss.item(), **{k: v.item() for k, v in info.items()}})
             if config.log_every and len(history) % config.log_every == 0:
-                h = history[-1]
-                print(f"dpo step {h['step']:4d}/{total}  loss {h['loss']:.3f}  accuracy {h['accuracy']:.2f}  "
-                      f"margin {h['reward_margin']:+.3f}", flush=True)
+                _print_step(history[-1], total)
     policy.eval()
     return DPOResult(policy, history, time.perf_counter() - start)
+
+
+def _pairs_and_model(config: DPOConfig) -> tuple:
+    """The run's preference pairs and SFT model, the default task's where ``config`` names none.
+
+    Returns:
+        ``(pairs, model)``: the loaded pairs, and the model as given (a module, a name or a path).
+    """
+    from textenv.preferences import load_preferences
+
+    if config.pairs is None:
+        from textenv.default import preferences
+
+        pairs = preferences("train")
+    else:
+        pairs = load_preferences(config.pairs)
+    model = config.model
+    if model is None:
+        from textenv.default import sft_path
+
+        model = sft_path()
+    return pairs, model
+
+
+@torch.no_grad()
+def _reference_logprobs(reference: LMActorCritic, rows: list[tuple], pad_id: int, device,
+                        batch_size: int = 256) -> torch.Tensor:
+    """(2, N) the reference's summed log-probs of every pair: chosen responses in row 0, rejected in row 1."""
+    return torch.cat([sequence_logprobs(reference, rows[i:i + batch_size], pad_id, device).view(2, -1)
+                      for i in range(0, len(rows), batch_size)], dim=1)
+
+
+def _print_step(row: dict, total: int) -> None:
+    """One log line of a history row."""
+    print(f"dpo step {row['step']:4d}/{total}  loss {row['loss']:.3f}  accuracy {row['accuracy']:.2f}  "
+          f"margin {row['reward_margin']:+.3f}", flush=True)

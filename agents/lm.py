@@ -52,11 +52,6 @@ def env_sampling(env) -> SamplingConfig:
     raise AttributeError(f"{type(env).__name__} has no SamplingConfig at .sampling: is it a TextGen-v0 env?")
 
 
-def load_lm(spec, device: torch.device) -> nn.Module:
-    """A causal LM from a module (moved to ``device``) or a Hugging Face name / local path."""
-    return load_causal_lm(spec, device).to(device)
-
-
 def load_trunk(spec, device: torch.device) -> nn.Module:
     """The transformer trunk (no head) of a module or checkpoint: a causal LM, a reward model, or a bare trunk.
 
@@ -219,7 +214,7 @@ class LMActorCritic(ActorCritic):
         if lora is not None and critic != "shared":
             raise ValueError("lora needs critic='shared': the value head reads the adapted trunk")
         dev = resolve_device(device)
-        self.model = load_lm(model, dev)
+        self.model = load_causal_lm(model, dev).to(dev)  # a module is moved: the policy owns its copy
         self._peft: tuple = ()  # (peft.PeftModel,): a tuple, so its modules are not registered a second time
         if lora is not None:
             from agents.lora import add_lora

@@ -42,11 +42,13 @@ from textenv.text.sampling import SamplingConfig
 class SB3LMPolicy(ActorCriticPolicy):
     """An SB3 actor-critic whose actor is a causal LM and whose critic is a linear head on its trunk.
 
-    :param observation_space: TextGen-v0's Dict(input_ids, attention_mask) space.
-    :param action_space: Discrete(V).
-    :param lr_schedule: SB3's learning-rate schedule.
-    :param lm: the causal LM: a name or path (loaded with ``AutoModelForCausalLM``) or a module (trained in place).
-    :param sampling: the env's ``SamplingConfig`` (``venv.get_attr("sampling")[0]``).
+    Args:
+        observation_space: TextGen-v0's Dict(input_ids, attention_mask) space.
+        action_space: Discrete(V).
+        lr_schedule: SB3's learning-rate schedule.
+        lm: the causal LM: a name or path (loaded with ``AutoModelForCausalLM``) or a module (trained in place).
+        sampling: the env's ``SamplingConfig`` (``venv.get_attr("sampling")[0]``).
+        **kwargs: passed on to ``ActorCriticPolicy`` (``ortho_init`` is always False: the LM keeps its weights).
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule, lm=None,

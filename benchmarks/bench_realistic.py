@@ -206,7 +206,8 @@ def rollout_speeds(paths, args, device) -> dict:
 
 def iteration_worker(paths, args, device, lora: bool) -> dict:
     """One train_rlhf iteration; its peak memory above the process's before any model was loaded."""
-    from agents.rlhf import LoRAConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
+    from agents.rlhf import LoRAConfig, RLHFConfig, rlhf_ppo_config, train_rlhf
+    from textenv.text.config import TextGenConfig
 
     def status_mb(key: str) -> float:
         # VmHWM (peak resident set) starts afresh at exec, unlike getrusage's ru_maxrss, which a child
@@ -221,10 +222,9 @@ def iteration_worker(paths, args, device, lora: bool) -> dict:
 
     # the env's own scorer of the classifier (its tokenizer is the one saved next to it); label 1: "positive"
     reward = make_reward_fn(paths["reward"], device=device, label=1, normalize=False)
-    env = TextEnvConfig(model=paths["policy"], reward=reward, prompts=paths["prompts"], num_envs=args.num_envs,
-                        max_new_tokens=args.new_tokens, max_prompt_tokens=args.prompt_tokens, stop_at_eos=False,
-                        device=str(device))
-    config = RLHFConfig(env=env, responses=args.num_envs, device=str(device), gold=None,
+    env = TextGenConfig(model=paths["policy"], reward=reward, prompts=paths["prompts"], max_new_tokens=args.new_tokens,
+                        max_prompt_tokens=args.prompt_tokens, stop_at_eos=False, device=str(device))
+    config = RLHFConfig(env=env, num_envs=args.num_envs, responses=args.num_envs, device=str(device), gold=None,
                         ppo=rlhf_ppo_config(n_epochs=1, n_minibatches=2), lora=LoRAConfig() if lora else None,
                         mixed_precision=device.type == "cuda")
     if device.type == "cuda":

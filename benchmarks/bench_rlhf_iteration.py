@@ -29,7 +29,8 @@ from collections import defaultdict
 
 import torch
 
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config, train_rlhf
+from textenv.text.config import TextGenConfig
 
 
 class Timers:
@@ -86,8 +87,9 @@ def bench_ours(args) -> dict:
     """train_rlhf for warmup + timed iterations; the callback of the last warm-up one installs the timers."""
     config = RLHFConfig(
         # responses of the full length: both sides generate exactly T x N tokens
-        env=TextEnvConfig(num_envs=args.num_envs, stop_at_eos=False, **env_kwargs(args)),
-        kl=KLConfig(init_coef=0.05, target=None),  # a fixed beta, as the SB3 side pays
+        env=TextGenConfig(stop_at_eos=False, kl_coef=0.05, **env_kwargs(args)),  # a fixed beta, as the SB3 side pays
+        num_envs=args.num_envs,
+        kl=KLConfig(target=None),
         ppo=rlhf_ppo_config(n_epochs=args.epochs, n_minibatches=args.minibatches, anneal_lr=False),
         responses=(args.warmup + args.iterations) * args.num_envs,
         gold=None, seed=0, device=args.device, mixed_precision=args.mixed_precision,
@@ -139,8 +141,9 @@ def bench_sb3(args) -> dict:
     env = RecordResponseStatistics(TextGenVectorEnv(num_envs=args.num_envs, kl_coef=0.05, stop_at_eos=False,
                                                     **env_kwargs(args)))  # mode (b): no policy=
     venv = SB3VecEnvAdapter(env)
-    batch = args.max_new_tokens * args.num_envs
-    model = SB3PPO(SB3LMPolicy, venv, n_steps=args.max_new_tokens, batch_size=batch // args.minibatches,
+    n_steps = env.unwrapped.config.n_steps  # one whole response per row in every rollout
+    batch = n_steps * args.num_envs
+    model = SB3PPO(SB3LMPolicy, venv, n_steps=n_steps, batch_size=batch // args.minibatches,
                    n_epochs=args.epochs, gamma=1.0, gae_lambda=0.95, ent_coef=0.05, learning_rate=1e-4,
                    max_grad_norm=1.0, seed=0, device=args.device,
                    policy_kwargs=dict(lm=sft(args), sampling=env.unwrapped.sampling))

@@ -120,7 +120,7 @@ def load_task(args):
             prompt_file = default.prompts_path("train")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from textenv.text.loading import load_prompts
+        from textenv.text.prompts import load_prompts
 
         model = AutoModelForCausalLM.from_pretrained(str(sft)).eval()
         return model, AutoTokenizer.from_pretrained(str(sft)), str(rm), load_prompts(prompt_file), f"task at {sft.parent}"

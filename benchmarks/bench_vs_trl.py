@@ -255,7 +255,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--trl-lr", type=float, default=None, help="TRL's learning rate, when not --lr (6.5e-5: tuned for it)")
     p.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
                    help="learn: linear decays to 0 over the largest budget, counted in responses, on both sides")
-    p.add_argument("--kl-coef", type=float, default=KLConfig().init_coef, help="initial beta (ours' default)")
+    p.add_argument("--kl-coef", type=float, default=RLHFConfig().env.kl_coef, help="initial beta (ours' default)")
     p.add_argument("--trl-kl-coef", type=float, default=None, help="TRL's initial beta, when not --kl-coef")
     p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controllers hold")
     p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")

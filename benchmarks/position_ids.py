@@ -27,16 +27,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from agents.lm import LMActorCritic
-    from agents.rlhf import TextEnvConfig
     from agents.rlhf.responses import collect_responses
     from textenv.default import prompts, sft_path
-    from textenv.text.loading import load_prompts
+    from textenv.text.prompts import load_prompts
     from textenv.text.vector import TextGenVectorEnv
 
     policy = LMActorCritic(sft_path(), device="cpu").eval()
     held_out = load_prompts(prompts("test"))[: args.prompts]
-    kwargs = {k: v for k, v in TextEnvConfig().env_kwargs().items() if k != "prompts"}
-    env = TextGenVectorEnv(num_envs=len(held_out), policy=policy, prompts=held_out, **kwargs)
+    env = TextGenVectorEnv(len(held_out), policy=policy, prompts=held_out)  # the default task's settings
     batch = collect_responses(env, policy, 0.0, 0, torch.Generator().manual_seed(0), torch.device("cpu"),
                               prompts=held_out)
     mask = batch.response_mask

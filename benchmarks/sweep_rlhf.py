@@ -2,14 +2,14 @@
 
     python benchmarks/sweep_rlhf.py                                        # preset 'default', seeds 0-2, 1600 responses
     python benchmarks/sweep_rlhf.py --set ppo.learning_rate=1e-4,3e-4,1e-3 ppo.n_epochs=2,4
-    python benchmarks/sweep_rlhf.py --mode grid --set ppo.learning_rate=1e-4,3e-4 env.num_envs=32,64
+    python benchmarks/sweep_rlhf.py --mode grid --set ppo.learning_rate=1e-4,3e-4 num_envs=32,64
     python benchmarks/sweep_rlhf.py --grid lr update --resume               # named presets; skips the runs done
-    python benchmarks/sweep_rlhf.py --base kl.init_coef=0.2 --set ppo.vf_coef=0.1,0.5   # around another base
+    python benchmarks/sweep_rlhf.py --base env.kl_coef=0.2 --set ppo.vf_coef=0.1,0.5   # around another base
     python benchmarks/sweep_rlhf.py --responses 64 --seeds 0 --eval-prompts 8 --set ppo.learning_rate=1e-4,3e-4  # tiny
 
-The base config is ``RLHFConfig`` with its defaults on the default task: ``TextEnvConfig(max_new_tokens=24,
-max_prompt_tokens=12, device="cpu")`` and the library's ``KLConfig()``, changed by ``--base``.
-A setting changes fields named by their dotted path (``ppo.learning_rate``, ``env.num_envs``, ``critic``,
+The base config is ``RLHFConfig`` with its defaults on the default task (``env=TextGenConfig(device="cpu")``),
+changed by ``--base``.
+A setting changes fields named by their dotted path (``ppo.learning_rate``, ``num_envs``, ``env.kl_coef``, ``critic``,
 ...), each value read as the type of the field it replaces ("none" for None), from ``--set PATH=V1,V2``
 and the presets of ``--grid`` (PRESETS). ``--mode one-at-a-time`` (the default) runs the base and each
 value changed alone, ``--mode grid`` every combination; a value equal to the base's is the base run.
@@ -42,17 +42,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, run_settings, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, default_gold, evaluate_policy, run_settings, train_rlhf
 from agents.utils import reproducible_cpu_kernels
+from textenv.text.config import TextGenConfig
 
 PRESETS = {
-    "default": ["ppo.learning_rate=1e-4,3e-4", "ppo.n_epochs=2,4", "env.num_envs=32,64",
+    "default": ["ppo.learning_rate=1e-4,3e-4", "ppo.n_epochs=2,4", "num_envs=32,64",
                 "ppo.norm_adv_over=minibatch,batch", "ppo.vf_coef=0.1,0.5"],
     "lr": ["ppo.learning_rate=1e-4,2e-4,3e-4,5e-4,1e-3", "ppo.anneal_lr=true,false"],
     "update": ["ppo.n_epochs=1,2,4,8", "ppo.n_minibatches=1,2,4,8", "ppo.clip_coef=0.1,0.2,0.3"],
-    "shape": ["env.num_envs=16,32,64,128"],
+    "shape": ["num_envs=16,32,64,128"],
     "value": ["ppo.vf_coef=0.1,0.25,0.5,1.0", "ppo.clip_vloss=true,false", "critic=shared,separate"],
-    "kl": ["kl.init_coef=0.02,0.05,0.1,0.2", "kl.horizon=1000,2000,4000"],
+    "kl": ["env.kl_coef=0.02,0.05,0.1,0.2", "kl.horizon=1000,2000,4000"],
 }
 NOT_SWEPT = {"seed": "use --seeds", "responses": "use --responses (settings are compared at equal responses)",
              "out_dir": "runs write no checkpoints", "resume": "use --resume"}
@@ -138,7 +139,7 @@ def plan_settings(base: RLHFConfig, spec: dict[str, list], mode: str) -> dict[st
 
 # ---------------------------------------------------------------------------------------------- runs
 def base_config(args) -> RLHFConfig:
-    config = RLHFConfig(env=TextEnvConfig(max_new_tokens=24, max_prompt_tokens=12, device="cpu"),
+    config = RLHFConfig(env=TextGenConfig(device="cpu"),
                         kl=KLConfig(), responses=args.responses, device="cpu",
                         log_every=args.log_every)
     changes = parse_spec(args.base, config)
@@ -162,7 +163,7 @@ def run_one(config: RLHFConfig, prompts: list[str]) -> dict:
     start = time.perf_counter()
     result = train_rlhf(config)
     agent = result.agent
-    out = evaluate_policy(agent.policy, config.env.env_kwargs(), prompts, default_gold(config), seed=10_000 + config.seed)
+    out = evaluate_policy(agent.policy, config.env, prompts, default_gold(config), seed=10_000 + config.seed)
     history = [{k: v for k, v in row.items() if k != "samples"} for row in result.history]
     return {**scores(out), "responses": agent.responses, "iterations": agent.iteration, "loop_s": agent.loop_s,
             "wall_s": time.perf_counter() - start, "final_kl_coef": history[-1]["kl_coef"], "history": history}
@@ -234,9 +235,9 @@ def main() -> None:
     args = parse_args()
     from transformers.utils import logging as hf_logging
 
-    from agents.lm import load_lm
+    from textenv.text.loading import load_causal_lm
     from textenv.default import prompts as default_prompts, sft_path
-    from textenv.text.loading import load_prompts
+    from textenv.text.prompts import load_prompts
 
     hf_logging.disable_progress_bar()
     base = base_config(args)
@@ -262,7 +263,7 @@ def main() -> None:
           f"{sum(run_key(c, args) in done for c in configs.values())} already in {out}", flush=True)
 
     prompts = load_prompts(default_prompts("test"))[: args.eval_prompts]
-    sft = scores(evaluate_policy(load_lm(sft_path(), torch.device("cpu")).eval(), base.env.env_kwargs(), prompts,
+    sft = scores(evaluate_policy(load_causal_lm(sft_path(), torch.device("cpu")).eval(), base.env, prompts,
                           default_gold(base), seed=10_000))
     data.update(sft=sft, base={k: v for k, v in run_settings(base).items() if k != "seed"})
     runs, interrupted = {}, False  # setting name -> its runs (done now or before, with --resume)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.lm import load_lm
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, default_gold, evaluate_policy, rlhf_ppo_config, train_rlhf
 from textenv import default
-from textenv.text.loading import load_prompts
+from textenv.text.config import TextGenConfig
+from textenv.text.loading import load_causal_lm
+from textenv.text.prompts import load_prompts
 
 WORKER = Path(__file__).resolve().parent / "trl_worker.py"
 TORCH_PIN = "torch==2.13.0"  # first, from the local CPU wheel: an unpinned torch would pull CUDA wheels
@@ -83,19 +84,25 @@ def venv_versions(python: Path) -> dict[str, str | None]:
     return json.loads(out.stdout)
 
 
-def ensure_trl_venv(path: Path) -> tuple[Path, dict]:
-    """The TRL venv's python and its package versions; creates the venv and installs into it when needed."""
+def ensure_venv(path: Path, requirements, wanted: dict[str, str]) -> tuple[Path, dict]:
+    """A benchmark virtualenv's python and its package versions: created when missing, and ``TORCH_PIN`` then
+    ``requirements`` installed into it unless it already holds the ``wanted`` versions (name -> version)."""
     python = path / "bin" / "python"
     if not python.exists():
-        print(f"creating the TRL virtualenv {path} ...", flush=True)
+        print(f"creating the virtualenv {path} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     versions = venv_versions(python)
-    if versions["trl"] != "0.11.4" or versions["transformers"] != "4.44.2" or versions["torch"] is None:
-        for requirements in ([TORCH_PIN], list(TRL_REQUIREMENTS)):
-            print(f"pip install {' '.join(requirements)} into {path} ...", flush=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    if any(versions.get(name) != version for name, version in wanted.items()) or versions["torch"] is None:
+        for pins in ([TORCH_PIN], list(requirements)):
+            print(f"pip install {' '.join(pins)} into {path} ...", flush=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
         versions = venv_versions(python)
     return python, versions
+
+
+def ensure_trl_venv(path: Path) -> tuple[Path, dict]:
+    """The TRL 0.11.4 venv (benchmarks/trl_worker.py's)."""
+    return ensure_venv(path, TRL_REQUIREMENTS, {"trl": "0.11.4", "transformers": "4.44.2"})
 
 
 def worker_env() -> dict:
@@ -201,11 +208,12 @@ def ours_config(task: Task, shape: Shape, args, seed: int, responses: int, fixed
     if shape.batch % shape.minibatch:
         raise ValueError(f"batch {shape.batch} is not a multiple of minibatch {shape.minibatch}")
     return RLHFConfig(
-        env=TextEnvConfig(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts,
-                          num_envs=shape.batch, max_new_tokens=shape.max_new_tokens,
-                          max_prompt_tokens=shape.max_prompt_tokens, device="cpu",
+        env=TextGenConfig(model=task.ours_model, reward=task.ours_reward, prompts=task.ours_prompts,
+                          max_new_tokens=shape.max_new_tokens, max_prompt_tokens=shape.max_prompt_tokens,
+                          kl_coef=args.kl_coef, device="cpu",
                           stop_at_eos=not fixed_length),  # speed mode: responses of the full length
-        kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
+        num_envs=shape.batch,
+        kl=KLConfig(target=args.kl_target, horizon=args.kl_horizon),
         ppo=rlhf_ppo_config(n_epochs=shape.epochs, n_minibatches=shape.batch // shape.minibatch, learning_rate=args.lr,
                             anneal_lr=not fixed_length and args.lr_schedule == "linear",
                             norm_adv_over=args.norm_adv_over),
@@ -244,11 +252,11 @@ def policy_scorer(task: Task, shape: Shape, args) -> tuple:
     held-out prompt (the first ``--eval-prompts``) with the policy, the shipped SFT model as the reference, the gold
     judge and seed 10000 + seed. Returns score(model_path, seed) -> mean gold, RM, KL, length; and the prompt count."""
     config = ours_config(task, shape, args, 0, shape.batch, False, "default")
-    env_kwargs, gold_fn = config.env.env_kwargs(), default_gold(config)
+    env_config, gold_fn = config.env, default_gold(config)
     prompts = load_prompts(default.prompts_path("test"))[: args.eval_prompts]
 
     def score(model_path, seed: int) -> dict:
-        out = evaluate_policy(load_lm(model_path, torch.device("cpu")).eval(), env_kwargs, prompts, gold_fn, seed=10_000 + seed)
+        out = evaluate_policy(load_causal_lm(model_path, torch.device("cpu")).eval(), env_config, prompts, gold_fn, seed=10_000 + seed)
         return {k: float(np.mean(out[src])) for k, src in (("gold", "gold_score"), ("rm", "rm_score"), ("kl", "kl"),
                                                            ("length", "tokens"))}
 

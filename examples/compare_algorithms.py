@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("ppo", "rloo", "grpo", "dpo", "sb3", "trl_rloo", "trl_grpo")
-TRL_BETA = {"trl_rloo": 0.05, "trl_grpo": 0.04}
-"""TRL's fixed beta without --betas (the best of the grid measured when the issue was filed)"""
+FIXED_BETA = {"trl_rloo": 0.05, "trl_grpo": 0.04, "sb3": 0.05}
+"""The fixed beta without --betas of the methods that have no adaptive controller: TRL's, the best of the grid
+measured when the issue was filed; SB3's, that of examples/sb3_textgen.py"""
 ROOT = Path(__file__).resolve().parents[1]
 TRL_VENV = ROOT / ".bench-venvs" / "trl-1.16"
 
@@ -72,8 +73,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
     for method in args.methods:
         if method == "dpo":
             betas = args.dpo_betas or ([0.03, 0.1, 0.3] if args.betas else [0.1])
-        elif method.startswith("trl_"):
-            betas = args.betas or [TRL_BETA[method]]
+        elif method in FIXED_BETA:
+            betas = args.betas or [FIXED_BETA[method]]
         else:
             betas = args.betas or [None]
         runs += [(method, beta, seed) for beta in betas for seed in args.seeds]
@@ -82,12 +83,14 @@ def plan(args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
 
 def online_config(method: str, beta: float | None, seed: int, args: argparse.Namespace):
     from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config
+    from textenv.text.config import TextGenConfig
 
-    kl = KLConfig() if beta is None else KLConfig(init_coef=beta, target=None)
+    # Without a beta: the adaptive controller from the default start; with one: that beta, fixed.
+    env, kl = (TextGenConfig(), KLConfig()) if beta is None else (TextGenConfig(kl_coef=beta), KLConfig(target=None))
     if method == "ppo":
-        return RLHFConfig(kl=kl, responses=args.responses, seed=seed)
+        return RLHFConfig(env=env, kl=kl, responses=args.responses, seed=seed)
     # The group baseline already centres (GRPO also scales) the advantages: no further whitening.
-    return RLHFConfig(kl=kl, responses=args.responses, seed=seed, advantage=method, group_size=args.group_size,
+    return RLHFConfig(env=env, kl=kl, responses=args.responses, seed=seed, advantage=method, group_size=args.group_size,
                       kl_in="loss" if method == "grpo" else "reward", ppo=rlhf_ppo_config(norm_adv=False))
 
 
@@ -100,21 +103,21 @@ def train(method: str, beta: float | None, seed: int, args: argparse.Namespace):
         lr = {} if args.dpo_lr is None else {"learning_rate": args.dpo_lr}
         return train_dpo(DPOConfig(beta=beta, seed=seed, **lr)).policy, 0, time.perf_counter() - start
     if method.startswith("trl_"):
-        from agents.lm import load_lm
+        from textenv.text.loading import load_causal_lm
         from rlcore.device import resolve_device
 
         save_dir = Path(args.out) / "trl" / f"{method}_beta{beta}_seed{seed}"
         run_trl(method.removeprefix("trl_"), beta, seed, save_dir, args)
         responses = json.loads((save_dir / "trl_run.json").read_text())["responses"]
-        return load_lm(save_dir, resolve_device("auto")).eval(), responses, time.perf_counter() - start
+        return load_causal_lm(save_dir, resolve_device("auto")).eval(), responses, time.perf_counter() - start
     if method == "sb3":
         from sb3_textgen import run_sb3  # examples/ is on sys.path when this script runs
 
         from textenv.default import gold_score
 
-        sb3_args = argparse.Namespace(num_envs=32, max_new_tokens=24, kl_coef=0.05 if beta is None else beta,
+        sb3_args = argparse.Namespace(num_envs=32, max_new_tokens=24, kl_coef=beta,
                                       lr=3e-4, seed=seed, device="auto", iterations=args.responses // 32)
-        lm, _, _, _ = run_sb3(sb3_args, gold_score, {})
+        lm, _, _, _ = run_sb3(sb3_args, gold_score, None)
         return lm.eval(), args.responses, time.perf_counter() - start
     from agents.rlhf import train_rlhf
 
@@ -123,24 +126,22 @@ def train(method: str, beta: float | None, seed: int, args: argparse.Namespace):
 
 
 def run_trl(method: str, beta: float, seed: int, save_dir: Path, args: argparse.Namespace) -> None:
-    """One TRL 1.16 run in its own virtualenv (built here on first use: torch pinned first, then trl)."""
+    """One TRL 1.16 run in its own virtualenv (built on first use by benchmarks/trl_setup.ensure_venv)."""
     import subprocess
     import sys
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from trl_setup import ensure_venv, worker_env
+
     from textenv import default
 
-    python = TRL_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"building {TRL_VENV} (torch==2.13.0, trl==1.16.0) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "trl==1.16.0"], check=True)
+    python, _ = ensure_venv(TRL_VENV, ["trl==1.16.0"], {"trl": "1.16.0"})
     cmd = [str(python), str(ROOT / "benchmarks" / "trl16_worker.py"), "--method", method, "--model",
            str(default.sft_path()), "--reward", str(default.reward_path()), "--prompts",
            str(default.prompts_path("train")), "--responses", str(args.responses), "--beta", str(beta),
            "--lr", str(args.trl_lr), "--num-generations", str(args.group_size), "--seed", str(seed),
            "--threads", str(args.threads or 1), "--save-dir", str(save_dir)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def table(results: list[dict], sft_gold: float) -> str:
@@ -186,11 +187,11 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from agents.checkpoint import atomic_write
-    from agents.lm import load_lm
-    from agents.rlhf import TextEnvConfig, evaluate_policy
+    from textenv.text.loading import load_causal_lm
+    from agents.rlhf import evaluate_policy
     from rlcore.device import resolve_device
     from textenv.default import gold_score, prompts, sft_path
-    from textenv.text.loading import load_prompts
+    from textenv.text.prompts import load_prompts
 
     hf_logging.disable_progress_bar()
     if args.threads:
@@ -200,8 +201,8 @@ def main() -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text())["runs"] if args.resume and results_path.exists() else []
     held_out = load_prompts(prompts("test"))[: args.eval_prompts]
-    env_kwargs = TextEnvConfig().env_kwargs()  # the task every method trained on
-    sft = evaluate_policy(load_lm(sft_path(), resolve_device("auto")).eval(), env_kwargs, held_out, gold_score, seed=10_000)
+    env_config = None  # the registered default task, which every method trained on
+    sft = evaluate_policy(load_causal_lm(sft_path(), resolve_device("auto")).eval(), env_config, held_out, gold_score, seed=10_000)
     sft_gold = float(np.mean(sft["gold_score"]))
     print(f"SFT on {len(held_out)} held-out prompts: gold {sft_gold:+.3f}", flush=True)
     done = {(r["method"], r["beta"], r["seed"]) for r in results}
@@ -209,7 +210,7 @@ def main() -> None:
         if (method, beta, seed) in done:
             continue
         policy, responses, wall = train(method, beta, seed, args)
-        ev = evaluate_policy(policy, env_kwargs, held_out, gold_score, seed=10_000 + seed)
+        ev = evaluate_policy(policy, env_config, held_out, gold_score, seed=10_000 + seed)
         results.append({"method": method, "beta": beta, "seed": seed, "responses": responses, "wall_s": wall,
                         "gold": float(np.mean(ev["gold_score"])), "rm": float(np.mean(ev["rm_score"])),
                         "kl": float(np.mean(ev["kl"]))})

@@ -57,12 +57,14 @@ class RecordingJudge:
 
 
 def run(args, kl_coef: float, target: float | None) -> dict:
-    from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
+    from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config, train_rlhf
+    from textenv.text.config import TextGenConfig
 
     judge = RecordingJudge()
     cfg = RLHFConfig(
-        env=TextEnvConfig(num_envs=args.num_envs, max_new_tokens=args.max_new_tokens, device=args.device),
-        kl=KLConfig(init_coef=kl_coef, target=target),
+        env=TextGenConfig(max_new_tokens=args.max_new_tokens, kl_coef=kl_coef, device=args.device),
+        num_envs=args.num_envs,
+        kl=KLConfig(target=target),
         ppo=rlhf_ppo_config(learning_rate=args.lr),
         responses=args.responses, seed=args.seed, device=args.device, gold=judge, log_every=args.log_every,
     )

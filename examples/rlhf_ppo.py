@@ -58,13 +58,13 @@ import torch
 
 from agents import distributed as D
 from agents.checkpoint import atomic_write
-from agents.rlhf import (KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, default_gold, evaluate_policy, rlhf_ppo_config,
-                         train_rlhf)
+from agents.rlhf import KLConfig, LoRAConfig, RLHFConfig, default_gold, evaluate_policy, rlhf_ppo_config, train_rlhf
+from agents.run_guard import FolderBusyError, RunFolder, TrainingInterrupted
+from agents.utils import reproducible_cpu_kernels
+from textenv.text.config import TextGenConfig
 
 DEFAULTS = RLHFConfig()
 PPO_DEFAULTS = rlhf_ppo_config()
-from agents.run_guard import FolderBusyError, RunFolder, TrainingInterrupted
-from agents.utils import reproducible_cpu_kernels
 
 HELD_OUT_SEED = 0
 """Seeds the split of your prompts into training and held-out ones: fixed, so every seed of a run and every
@@ -101,15 +101,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     p.add_argument("--responses", type=int, default=DEFAULTS.responses,
                    help="budget per seed: generated responses to train on (whole iterations of --num-envs)")
-    p.add_argument("--num-envs", type=int, default=DEFAULTS.env.num_envs, help="responses per iteration")
+    p.add_argument("--num-envs", type=int, default=DEFAULTS.num_envs, help="responses per iteration")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULTS.env.max_new_tokens, help="response length limit")
-    p.add_argument("--max-prompt-tokens", type=int, default=12,
+    p.add_argument("--max-prompt-tokens", type=int, default=DEFAULTS.env.max_prompt_tokens,
                    help="prompt budget in tokens: a longer prompt keeps its LAST this-many tokens (cut from the left, "
                         "a leading BOS the tokenizer adds kept), with a warning")
     p.add_argument("--lr", type=float, default=PPO_DEFAULTS.learning_rate, help="Adam learning rate (decays linearly to 0)")
     p.add_argument("--epochs", type=int, default=PPO_DEFAULTS.n_epochs, help="PPO epochs per iteration")
     p.add_argument("--minibatches", type=int, default=PPO_DEFAULTS.n_minibatches, help="minibatches per epoch")
-    p.add_argument("--kl-coef", type=float, default=DEFAULTS.kl.init_coef, help="initial KL coefficient beta")
+    p.add_argument("--kl-coef", type=float, default=DEFAULTS.env.kl_coef, help="initial KL coefficient beta")
     p.add_argument("--kl-target", type=float, default=DEFAULTS.kl.target, help="KL per response (nats) the controller holds")
     p.add_argument("--kl-horizon", type=float, default=DEFAULTS.kl.horizon, help="controller horizon (responses)")
     p.add_argument("--mixed-precision", action="store_true",
@@ -163,10 +163,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace, seed: int, reward, train_prompts, judge=None, resume: bool = False) -> RLHFConfig:
     return RLHFConfig(
-        env=TextEnvConfig(model=args.model, reward=reward, reward_label=args.reward_label, prompts=train_prompts,
-                          num_envs=args.num_envs, max_new_tokens=args.max_new_tokens,
-                          max_prompt_tokens=args.max_prompt_tokens, device=args.device),
-        kl=KLConfig(init_coef=args.kl_coef, target=args.kl_target, horizon=args.kl_horizon),
+        env=TextGenConfig(model=args.model, reward=reward, reward_label=args.reward_label, prompts=train_prompts,
+                          max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                          kl_coef=args.kl_coef, device=args.device),
+        num_envs=args.num_envs,
+        kl=KLConfig(target=args.kl_target, horizon=args.kl_horizon),
         ppo=rlhf_ppo_config(learning_rate=args.lr, n_epochs=args.epochs, n_minibatches=args.minibatches),
         responses=args.responses,
         mixed_precision=args.mixed_precision,
@@ -193,7 +194,7 @@ def resumable(args: argparse.Namespace, seed: int) -> bool:
 
 def read_prompts(args: argparse.Namespace, source, sft, seed: int) -> list[str]:
     """Prompts from ``source`` with the prompt flags (column, split, and the --prompt-lengths cut)."""
-    from textenv.text.loading import load_prompts, prompt_prefixes
+    from textenv.text.prompts import load_prompts, prompt_prefixes
 
     prompts = load_prompts(source, column=args.prompt_column, split=args.prompt_split)
     if args.prompt_lengths:
@@ -211,7 +212,7 @@ def prompt_sets(args: argparse.Namespace, sft) -> tuple[list[str] | None, list[s
     without one a fixed, seeded split of your prompts is held out (at most a fifth of them, at most
     ``--eval-prompts``) and the training env never sees it.
     """
-    from textenv.text.loading import load_prompts, split_prompts
+    from textenv.text.prompts import load_prompts, split_prompts
 
     train = None if args.prompts is None else read_prompts(args, args.prompts, sft, seed=HELD_OUT_SEED)
     if args.eval_prompts_file is not None:
@@ -380,13 +381,13 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
     cfg0 = make_config(args, args.seeds[0], reward, train_prompts, judge)
     gold = judge if judge is not None else default_gold(cfg0)
     has_gold = gold is not None
-    env_kwargs = cfg0.env.env_kwargs()
-    from agents.lm import load_lm
+    env_config = cfg0.env  # the training task; evaluate_policy swaps in the held-out prompts
+    from textenv.text.loading import load_causal_lm
     from rlcore.device import resolve_device
 
     reports = world.is_main  # rank 0 evaluates and reports; every rank trains
     if reports:
-        before = evaluate_policy(load_lm(sft, resolve_device(args.device)).eval(), env_kwargs, prompts, gold, seed=10_000)
+        before = evaluate_policy(load_causal_lm(sft, resolve_device(args.device)).eval(), env_config, prompts, gold, seed=10_000)
         gold_text = f"gold {np.mean(before['gold_score']):+.3f}, " if has_gold else ""
         print(f"\nSFT model on {len(prompts)} held-out prompts: {gold_text}RM {np.mean(before['rm_score']):+.3f}   "
               f"({time.perf_counter() - start:.0f} s)\n", flush=True)
@@ -403,7 +404,7 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
         result = train_rlhf(config)
         if not reports:
             continue
-        after = evaluate_policy(result.agent.policy, env_kwargs, prompts, gold, seed=10_000 + seed)
+        after = evaluate_policy(result.agent.policy, env_config, prompts, gold, seed=10_000 + seed)
         histories[seed] = result.history
         final_kl = float(np.mean([h["kl"] for h in result.history[-10:]]))
         agent = result.agent

@@ -40,11 +40,13 @@ def parse_args():
 
 
 def run_ours(args, gold):
-    from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
+    from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config, train_rlhf
+    from textenv.text.config import TextGenConfig
 
     cfg = RLHFConfig(
-        env=TextEnvConfig(num_envs=args.num_envs, max_new_tokens=args.max_new_tokens, device=args.device),
-        kl=KLConfig(init_coef=args.kl_coef, target=None),
+        env=TextGenConfig(max_new_tokens=args.max_new_tokens, kl_coef=args.kl_coef, device=args.device),
+        num_envs=args.num_envs,
+        kl=KLConfig(target=None),
         ppo=rlhf_ppo_config(learning_rate=args.lr),
         # one response per row per iteration: at most the tokens SB3's (T, N) windows generate
         responses=args.iterations * args.num_envs, seed=args.seed, device=args.device, gold=gold,
@@ -54,10 +56,10 @@ def run_ours(args, gold):
     wall = time.perf_counter() - start
     curve = [{"tokens": h["generated_tokens"], "rm_score": h["rm_score"], "gold_score": h["gold_score"], "kl": h["kl"]}
              for h in result.history]
-    return result.agent.policy, cfg.env.env_kwargs(), curve, wall, result.agent.generated_tokens
+    return result.agent.policy, cfg.env, curve, wall, result.agent.generated_tokens
 
 
-def run_sb3(args, gold, env_kwargs: dict):
+def run_sb3(args, gold, env_config=None):
     from stable_baselines3 import PPO as SB3PPO
 
     from textenv.text.wrappers import RecordResponseStatistics
@@ -66,9 +68,10 @@ def run_sb3(args, gold, env_kwargs: dict):
     from textenv.sb3 import SB3VecEnvAdapter
     from textenv.text.vector import TextGenVectorEnv
 
-    env = RecordResponseStatistics(TextGenVectorEnv(num_envs=args.num_envs, kl_coef=args.kl_coef, **env_kwargs))  # mode (b)
+    env = RecordResponseStatistics(TextGenVectorEnv(args.num_envs, env_config, kl_coef=args.kl_coef,
+                                                    max_new_tokens=args.max_new_tokens))  # mode (b)
     venv = SB3VecEnvAdapter(env)
-    n_steps = args.max_new_tokens
+    n_steps = env.unwrapped.config.n_steps  # one whole response per row in every rollout
     batch = n_steps * args.num_envs
     lr = args.lr
     model = SB3PPO(
@@ -113,7 +116,7 @@ def main() -> None:
 
     from agents.rlhf import evaluate_policy
     from textenv.default import gold_score, prompts
-    from textenv.text.loading import load_prompts
+    from textenv.text.prompts import load_prompts
 
     hf_logging.disable_progress_bar()
     if args.threads:
@@ -126,15 +129,15 @@ def main() -> None:
 
     print(f"budget: {args.iterations} iterations x {args.num_envs} responses x {args.max_new_tokens} tokens, "
           f"fixed beta {args.kl_coef}", flush=True)
-    ours_policy, env_kwargs, ours_curve, ours_wall, ours_tokens = run_ours(args, gold_score)
+    ours_policy, env_config, ours_curve, ours_wall, ours_tokens = run_ours(args, gold_score)
     print(f"agents.rlhf done in {ours_wall:.0f} s", flush=True)
-    sb3_lm, sb3_curve, sb3_wall, sb3_tokens = run_sb3(args, gold_score, env_kwargs)
+    sb3_lm, sb3_curve, sb3_wall, sb3_tokens = run_sb3(args, gold_score, env_config)
     print(f"SB3 PPO done in {sb3_wall:.0f} s", flush=True)
 
     rows = {}
     for name, policy, wall, tokens in (("agents.rlhf (mode a)", ours_policy, ours_wall, ours_tokens),
                                        ("SB3 PPO (mode b)", sb3_lm.eval(), sb3_wall, sb3_tokens)):
-        r = evaluate_policy(policy, env_kwargs, eval_prompts, gold_score, seed=10_000 + args.seed)
+        r = evaluate_policy(policy, env_config, eval_prompts, gold_score, seed=10_000 + args.seed)
         rows[name] = {"gold_score": float(np.mean(r["gold_score"])), "rm_score": float(np.mean(r["rm_score"])),
                       "kl": float(np.mean(r["kl"])), "wall_s": wall, "tokens": int(tokens), "tokens_per_s": tokens / wall}
     print(f"\n{'':22s} {'gold':>8s} {'RM':>8s} {'KL':>7s} {'wall s':>8s} {'tokens':>8s} {'tokens/s':>9s}")

@@ -30,13 +30,16 @@ def kl_penalty(
 ) -> torch.Tensor:
     """Per-token KL estimate between the policy and the reference.
 
-    :param logp: ``(...)`` log-probability of the sampled token under the policy.
-    :param ref_logp: ``(...)`` log-probability of the same token under the reference.
-    :param estimator: one of ``ESTIMATORS``.
-    :param logits: ``(..., V)`` policy logits of the sampling distribution; needed by ``"full"`` only.
-        Entries may be ``-inf`` (tokens removed by top-k / top-p).
-    :param ref_logits: ``(..., V)`` reference logits; needed by ``"full"`` only.
-    :return: ``(...)`` the estimate, same shape as ``logp``.
+    Args:
+        logp: ``(...)`` log-probability of the sampled token under the policy.
+        ref_logp: ``(...)`` log-probability of the same token under the reference.
+        estimator: one of ``ESTIMATORS``.
+        logits: ``(..., V)`` policy logits of the sampling distribution; needed by ``"full"`` only.
+            Entries may be ``-inf`` (tokens removed by top-k / top-p).
+        ref_logits: ``(..., V)`` reference logits; needed by ``"full"`` only.
+
+    Returns:
+        ``(...)`` the estimate, same shape as ``logp``.
     """
     if estimator == "full":
         if logits is None or ref_logits is None:
@@ -60,10 +63,13 @@ def kl_penalty(
 def full_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     """Exact ``KL(softmax(logits) || softmax(ref_logits))`` over the last dimension.
 
-    :param logits: ``(..., V)`` policy logits; ``-inf`` entries have probability 0 and contribute 0.
-    :param ref_logits: ``(..., V)`` reference logits. A token the policy can sample but the reference
-        cannot (``-inf``) makes the KL ``inf``, as it should.
-    :return: ``(...)`` the KL in nats.
+    Args:
+        logits: ``(..., V)`` policy logits; ``-inf`` entries have probability 0 and contribute 0.
+        ref_logits: ``(..., V)`` reference logits. A token the policy can sample but the reference
+            cannot (``-inf``) makes the KL ``inf``, as it should.
+
+    Returns:
+        ``(...)`` the KL in nats.
     """
     if logits.shape != ref_logits.shape:
         raise ValueError(f"logits and ref_logits must have the same shape, got {tuple(logits.shape)} and {tuple(ref_logits.shape)}")

@@ -122,9 +122,10 @@ def test_without_a_process_group_the_collectives_are_the_identity():
 
 # --------------------------------------------------------------------------- RLHF on 2 ranks
 def _tiny_rlhf(out_dir, **kw):
-    from agents.rlhf import RLHFConfig, TextEnvConfig
+    from agents.rlhf import RLHFConfig
+    from textenv.text.config import TextGenConfig
 
-    return RLHFConfig(env=TextEnvConfig(num_envs=4, max_new_tokens=6), responses=24, seed=5, n_samples=4,
+    return RLHFConfig(env=TextGenConfig(max_new_tokens=6), num_envs=4, responses=24, seed=5, n_samples=4,
                       out_dir=str(out_dir), **kw)
 
 

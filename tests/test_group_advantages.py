@@ -70,7 +70,8 @@ from text_fixtures import PROMPTS  # noqa: E402
 
 from agents.lm import LMActorCritic  # noqa: E402
 from agents.ppo_update import ppo_update  # noqa: E402
-from agents.rlhf import RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf  # noqa: E402
+from agents.rlhf import RLHFConfig, rlhf_ppo_config, train_rlhf  # noqa: E402
+from textenv.text.config import TextGenConfig  # noqa: E402
 from agents.rlhf.loop import group_advantages  # noqa: E402
 from agents.rlhf.responses import collect_responses, score_responses  # noqa: E402
 from textenv.text.vector import TextGenVectorEnv  # noqa: E402
@@ -143,7 +144,7 @@ def test_rloo_update_raises_the_responses_that_beat_their_group():
 
 @pytest.mark.parametrize("advantage,kl_in", [("rloo", "reward"), ("grpo", "loss")])
 def test_train_rlhf_runs_the_critic_free_rungs(advantage, kl_in):
-    config = RLHFConfig(env=TextEnvConfig(num_envs=8, max_new_tokens=4), responses=16, seed=0, n_samples=8,
+    config = RLHFConfig(env=TextGenConfig(max_new_tokens=4), num_envs=8, responses=16, seed=0, n_samples=8,
                         advantage=advantage, kl_in=kl_in, group_size=4, ppo=rlhf_ppo_config(norm_adv=False))
     history = train_rlhf(config).history
     assert len(history) == 2
@@ -151,19 +152,19 @@ def test_train_rlhf_runs_the_critic_free_rungs(advantage, kl_in):
         prompts = [s["prompt"] for s in h["samples"]]
         assert prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4
         assert h["value_loss"] == 0.0 and math.isnan(h["explained_variance"])
-        assert h["kl_coef"] == pytest.approx(config.kl.init_coef, rel=0.01)  # the controller's beta, reported
+        assert h["kl_coef"] == pytest.approx(config.env.kl_coef, rel=0.01)  # the controller's beta, reported
     assert ("kl_loss" in history[-1]) == (kl_in == "loss")
 
 
 @pytest.mark.parametrize("kw,match", [
     ({"advantage": "ppo"}, "advantage must be"),
     ({"kl_in": "both"}, "kl_in must be"),
-    ({"advantage": "rloo", "group_size": 3}, "divide env.num_envs=8"),
+    ({"advantage": "rloo", "group_size": 3}, "divide num_envs=8"),
     ({"advantage": "grpo", "group_size": 1}, "group_size must be >= 2"),
 ])
 def test_bad_critic_free_settings_are_refused_before_any_work(kw, match):
     with pytest.raises(ValueError, match=match):
-        RLHFConfig(env=TextEnvConfig(num_envs=8), **kw).check()
+        RLHFConfig(num_envs=8, **kw).check()
 
 
 def test_reinforce_group_rung_is_rloo_over_the_whole_episodes_of_the_batch():

@@ -11,7 +11,8 @@ from text_fixtures import PROMPTS, length_reward, make_lm, make_tokenizer
 from agents.checkpoint import load_checkpoint
 from agents.lm import LMActorCritic
 from agents.rlhf.checkpoint import CHECKPOINT_FORMAT
-from agents.rlhf import KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, make_env, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, LoRAConfig, RLHFConfig, make_env, rlhf_ppo_config, train_rlhf
+from textenv.text.config import TextGenConfig
 from textenv.text.sampling import SamplingConfig
 from textenv.text.vector import TextGenVectorEnv
 
@@ -69,18 +70,18 @@ def test_adapter_update_keeps_the_references_remembered_prompts():
                            prompts=list(PROMPTS), policy=policy, max_new_tokens=3, max_prompt_tokens=6, device="cpu")
     env.reset(seed=0)
     env.step(np.array([5, 6]))
-    remembered = len(env.core.ref_lm._prompts)
+    remembered = len(env.core.ref_lm.remembered_prompts)
     assert remembered > 0
     grow_adapter(policy)  # the adapter changes in place, the base weights do not
     env.reset(seed=1)
     env.step(np.array([5, 6]))
-    assert len(env.core.ref_lm._prompts) >= remembered  # still there: keyed on the frozen base weights
+    assert len(env.core.ref_lm.remembered_prompts) >= remembered  # still there: keyed on the frozen base weights
 
 
 def test_make_env_hands_the_policys_module_as_reference(lm_dir):
-    config = RLHFConfig(env=TextEnvConfig(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS),
-                                          num_envs=2, max_new_tokens=3, max_prompt_tokens=6, device="cpu"),
-                        lora=LoRAConfig(r=2), device="cpu")
+    config = RLHFConfig(env=TextGenConfig(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS),
+                                          max_new_tokens=3, max_prompt_tokens=6, device="cpu"),
+                        num_envs=2, lora=LoRAConfig(r=2), device="cpu")
     from agents.rlhf import make_policy
 
     policy = make_policy(config, SamplingConfig())
@@ -90,9 +91,9 @@ def test_make_env_hands_the_policys_module_as_reference(lm_dir):
 
 
 def lora_config(lm_dir, tmp_path, **kw):
-    env = TextEnvConfig(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), num_envs=4, max_new_tokens=5,
-                        max_prompt_tokens=6, device="cpu")
-    return RLHFConfig(env=env, kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0), lora=LoRAConfig(r=4, alpha=8),
+    env = TextGenConfig(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), max_new_tokens=5,
+                        max_prompt_tokens=6, kl_coef=0.1, device="cpu")
+    return RLHFConfig(env=env, num_envs=4, kl=KLConfig(target=1.0, horizon=20.0), lora=LoRAConfig(r=4, alpha=8),
                       ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-2), device="cpu",
                       out_dir=str(tmp_path / "run"), checkpoint_every=1, seed=3, responses=12, **kw)
 

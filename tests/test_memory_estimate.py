@@ -5,8 +5,9 @@ from text_fixtures import *  # noqa: F401,F403
 from text_fixtures import PROMPTS, length_reward, make_lm, make_tokenizer
 
 from agents.lm import LMActorCritic
-from agents.rlhf import RLHFConfig, TextEnvConfig, make_env, make_policy, rlhf_ppo_config, train_rlhf
+from agents.rlhf import RLHFConfig, make_env, make_policy, rlhf_ppo_config, train_rlhf
 from agents.rlhf.memory import format_memory_estimate, memory_estimate
+from textenv.text.config import TextGenConfig
 from textenv.text.sampling import SamplingConfig
 from textenv.text.vector import TextGenVectorEnv
 
@@ -20,9 +21,9 @@ KV = ROWS * (PROMPT + NEW) * LAYERS * 2 * H * 4  # float32 keys and values
 
 
 def config(lm_dir, rm_dir=None, **kw):
-    env = TextEnvConfig(model=str(lm_dir), reward=str(rm_dir) if rm_dir else length_reward, prompts=list(PROMPTS),
-                        num_envs=ROWS, max_new_tokens=NEW, max_prompt_tokens=PROMPT, device="cpu")
-    return RLHFConfig(env=env, device="cpu", responses=ROWS, ppo=rlhf_ppo_config(n_epochs=1, n_minibatches=1), **kw)
+    env = TextGenConfig(model=str(lm_dir), reward=str(rm_dir) if rm_dir else length_reward, prompts=list(PROMPTS),
+                        max_new_tokens=NEW, max_prompt_tokens=PROMPT, device="cpu")
+    return RLHFConfig(env=env, num_envs=ROWS, device="cpu", responses=ROWS, ppo=rlhf_ppo_config(n_epochs=1, n_minibatches=1), **kw)
 
 
 def test_full_fine_tune_counts_four_models_gradients_adam_and_two_caches(lm_dir, rm_dir):
@@ -62,7 +63,7 @@ def test_policy_that_is_the_reference_shares_one_cache():
     policy = LMActorCritic(model, device="cpu")
     env = TextGenVectorEnv(ROWS, model=model, tokenizer=make_tokenizer(), reward=length_reward, prompts=list(PROMPTS),
                            policy=policy, max_new_tokens=NEW, max_prompt_tokens=PROMPT, device="cpu")
-    cfg = RLHFConfig(env=TextEnvConfig(num_envs=ROWS, max_new_tokens=NEW, max_prompt_tokens=PROMPT))
+    cfg = RLHFConfig(env=TextGenConfig(max_new_tokens=NEW, max_prompt_tokens=PROMPT), num_envs=ROWS)
     est = memory_estimate(policy, env, cfg)
     assert est["reference_params"] == 0 and est["kv_cache_by_model"] == {"policy": KV}
 

@@ -15,11 +15,11 @@ from agents.rlhf import (
     FixedKLController,
     KLConfig,
     RLHFConfig,
-    TextEnvConfig,
     evaluate_policy,
     rlhf_ppo_config,
     train_rlhf,
 )
+from textenv.text.config import TextGenConfig
 from textenv.text.vector import TextGenVectorEnv
 from textenv.text.wrappers import RecordResponseStatistics
 
@@ -47,13 +47,13 @@ def test_adaptive_controller_hand_worked():
 
 # ---------------------------------------------------------------------------------------------- helpers
 def config(lm_dir, tmp_path, **kw) -> RLHFConfig:
-    env_kw = dict(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), num_envs=4, max_new_tokens=5,
-                  max_prompt_tokens=6, device="cpu")
+    env_kw = dict(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), max_new_tokens=5,
+                  max_prompt_tokens=6, kl_coef=0.1, device="cpu")
     env_kw.update(kw.pop("env", {}))
-    defaults = dict(env=TextEnvConfig(**env_kw), kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
+    defaults = dict(env=TextGenConfig(**env_kw), num_envs=kw.pop("num_envs", 4), kl=KLConfig(target=1.0, horizon=20.0),
                     ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-3),
                     device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=2, seed=3)
-    defaults["responses"] = kw.pop("iterations", 4) * env_kw["num_envs"]
+    defaults["responses"] = kw.pop("iterations", 4) * defaults["num_envs"]
     defaults.update(kw)
     return RLHFConfig(**defaults)
 
@@ -198,9 +198,9 @@ def test_response_stats_sums_the_kl_and_ends_at_the_limit(lm_dir):
 
 
 def test_evaluate_sft_against_itself_has_zero_kl(lm_dir):
-    env_kwargs = dict(model=str(lm_dir), reward=length_reward, max_new_tokens=5, max_prompt_tokens=6, device="cpu")
-    out = evaluate_policy(make_lm(), env_kwargs, list(PROMPTS), seed=0)  # make_lm() has the weights saved in lm_dir
+    task = TextGenConfig(model=str(lm_dir), reward=length_reward, max_new_tokens=5, max_prompt_tokens=6, device="cpu")
+    out = evaluate_policy(make_lm(), task, list(PROMPTS), seed=0)  # make_lm() has the weights saved in lm_dir
     assert len(out["completion"]) == len(PROMPTS) and all(isinstance(c, str) for c in out["completion"])
     np.testing.assert_allclose(out["kl"], 0.0, atol=1e-5)
-    again = evaluate_policy(make_lm(), env_kwargs, list(PROMPTS), seed=0)
+    again = evaluate_policy(make_lm(), task, list(PROMPTS), seed=0)
     assert again["completion"] == out["completion"]  # seeded

@@ -10,8 +10,9 @@ from text_fixtures import PROMPTS, length_reward, make_tokenizer
 from test_rlhf import BagOfTokensPolicy
 
 from agents.lm import LMActorCritic
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, collect_responses, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, collect_responses, rlhf_ppo_config, train_rlhf
 from agents.rlhf.responses import score_by_steps
+from textenv.text.config import TextGenConfig
 from textenv.text.sampling import SamplingConfig
 from textenv.text.vector import TextGenVectorEnv
 
@@ -100,10 +101,10 @@ def test_per_step_scoring_of_a_policy_without_a_sequence_forward_agrees(lm_dir):
 
 
 def tiny(lm_dir, **kw) -> RLHFConfig:
-    env_kw = dict(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), num_envs=4, max_new_tokens=5,
-                  max_prompt_tokens=6, device="cpu")
+    env_kw = dict(model=str(lm_dir), reward=length_reward, prompts=list(PROMPTS), max_new_tokens=5,
+                  max_prompt_tokens=6, kl_coef=0.1, device="cpu")
     env_kw.update(kw.pop("env", {}))
-    defaults = dict(env=TextEnvConfig(**env_kw), kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
+    defaults = dict(env=TextGenConfig(**env_kw), num_envs=kw.pop("num_envs", 4), kl=KLConfig(target=1.0, horizon=20.0),
                     ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-3), responses=4,
                     device="cpu", seed=3)
     return RLHFConfig(**{**defaults, **kw})
@@ -142,8 +143,8 @@ def test_train_rlhf_learns_to_say_the_rewarded_token(lm_dir):
     """A reward that pays for one word: after a few iterations the policy says it far more often."""
     word = "great"
     pays_for_word = lambda prompts, completions: [float(c.split().count(word)) for c in completions]  # noqa: E731
-    cfg = tiny(lm_dir, env={"reward": pays_for_word, "num_envs": 16, "max_new_tokens": 4, "temperature": 2.0},
-               kl=KLConfig(init_coef=0.01, target=None), responses=16 * 12,
+    cfg = tiny(lm_dir, env={"reward": pays_for_word, "max_new_tokens": 4, "temperature": 2.0, "kl_coef": 0.01},
+               num_envs=16, kl=KLConfig(target=None), responses=16 * 12,
                ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=4, learning_rate=3e-3))
     h = train_rlhf(cfg).history
     first, last = np.mean([x["rm_score"] for x in h[:2]]), np.mean([x["rm_score"] for x in h[-2:]])
@@ -154,7 +155,7 @@ def test_train_rlhf_learns_to_say_the_rewarded_token(lm_dir):
 def test_responses_run_the_full_length_when_eos_does_not_end_them(lm_dir):
     def lengths(stop_at_eos):
         policy = favour_eos(LMActorCritic(str(lm_dir), device="cpu"))
-        cfg = tiny(lm_dir, env={"stop_at_eos": stop_at_eos, "num_envs": 8}, responses=8, policy=policy)
+        cfg = tiny(lm_dir, env={"stop_at_eos": stop_at_eos}, num_envs=8, responses=8, policy=policy)
         return train_rlhf(cfg).history[0]
     assert lengths(True)["response_length"] < 5  # EOS ends some responses early
     fixed = lengths(False)

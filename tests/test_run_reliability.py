@@ -25,7 +25,8 @@ from text_fixtures import PROMPTS, length_reward
 import textenv  # noqa: F401  (registers GridWorld-v0)
 from agents import PPO
 from agents.checkpoint import load_checkpoint
-from agents.rlhf import KLConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, train_rlhf
+from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config, train_rlhf
+from textenv.text.config import TextGenConfig
 from agents.run_guard import FolderBusyError, FolderLock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +37,13 @@ TIMING = {"steps_per_s", "rollout_s", "update_s", "tokens_per_s", "gold_s", "loo
 
 def config(lm_dir, out_dir, **kw) -> RLHFConfig:
     """A tiny RLHF run (the one of tests/test_rlhf.py) writing to ``out_dir``."""
-    env = TextEnvConfig(model=str(lm_dir), reward=kw.pop("reward", length_reward), prompts=list(PROMPTS),
-                        num_envs=4, max_new_tokens=5, max_prompt_tokens=6, device="cpu")
+    env = TextGenConfig(model=str(lm_dir), reward=kw.pop("reward", length_reward), prompts=list(PROMPTS),
+                        max_new_tokens=5, max_prompt_tokens=6, kl_coef=0.1, device="cpu")
     anneal = kw.pop("anneal_lr", True)
-    defaults = dict(env=env, kl=KLConfig(init_coef=0.1, target=1.0, horizon=20.0),
+    defaults = dict(env=env, num_envs=4, kl=KLConfig(target=1.0, horizon=20.0),
                     ppo=rlhf_ppo_config(n_minibatches=2, n_epochs=2, learning_rate=1e-3, anneal_lr=anneal),
                     device="cpu", out_dir=str(out_dir), checkpoint_every=2, seed=3)
-    defaults["responses"] = kw.pop("iterations", 4) * env.num_envs
+    defaults["responses"] = kw.pop("iterations", 4) * defaults["num_envs"]
     return RLHFConfig(**{**defaults, **kw})
 
 
@@ -310,7 +311,7 @@ def test_resume_with_other_settings_is_refused_with_what_differs(lm_dir, tmp_pat
     with pytest.raises(ValueError, match=r"settings differ from the checkpoint's: responses \(checkpoint 16, now 24\) "
                                          r"\(with ppo.anneal_lr the learning rate decays"):
         train_rlhf(config(lm_dir, out_dir, iterations=6, resume=True))
-    other = config(lm_dir, out_dir, resume=True, kl=KLConfig(init_coef=0.1, target=2.0, horizon=20.0))
+    other = config(lm_dir, out_dir, resume=True, kl=KLConfig(target=2.0, horizon=20.0))
     other.ppo.learning_rate = 5e-4
     with pytest.raises(ValueError, match=r"kl\.target \(checkpoint 1\.0, now 2\.0\); ppo\.learning_rate \(checkpoint "
                                          r"0\.001, now 0\.0005\)\. Resume with the checkpoint's settings"):

@@ -193,12 +193,12 @@ def test_prompt_cache_respects_its_memory_budget_least_recently_used_first():
     model = make_lm()
     lm = IncrementalLM(model, prompt_cache_mb=1, prompt_max_tokens=4)
     lm.remember([[5]])
-    per_prompt = lm._prompts_bytes
+    per_prompt = lm.prompt_cache_used_bytes
     lm.prompt_cache_bytes = 3 * per_prompt  # room for three one-token prompts
     for tok in (6, 7, 5, 8):  # 5 is used again before 8 arrives, so 6 is the one evicted
         lm(*left_padded([[tok]]))
-    assert lm._prompts_bytes <= lm.prompt_cache_bytes
-    assert set(lm._prompts) == {(7,), (5,), (8,)}
+    assert lm.prompt_cache_used_bytes <= lm.prompt_cache_bytes
+    assert lm.remembered_prompts == ((7,), (5,), (8,))  # least recently used first
 
 
 def test_prompt_cache_is_dropped_when_weights_change():

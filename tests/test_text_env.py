@@ -72,7 +72,7 @@ def test_prompt_sources_by_path(lm_dir, rm_dir, prompts_file, tmp_path):
 def test_model_passed_as_module_needs_or_finds_its_tokenizer(lm_dir, rm_dir):
     model = AutoModelForCausalLM.from_pretrained(str(lm_dir))
     env = TextGenEnv(model=model, reward=str(rm_dir), prompts=PROMPTS, max_new_tokens=4, max_prompt_tokens=6)
-    assert env.model is model and len(env.tokenizer) == len(make_tokenizer())  # found through model.name_or_path
+    assert env.start_model is model and len(env.tokenizer) == len(make_tokenizer())  # found through model.name_or_path
     with pytest.raises(ValueError, match="pass tokenizer="):
         TextGenEnv(model=make_lm(), reward=str(rm_dir), prompts=PROMPTS)
     env = TextGenEnv(model=make_lm(), tokenizer=make_tokenizer(), reward=length_reward, prompts=PROMPTS, max_prompt_tokens=6,
@@ -203,7 +203,7 @@ def test_policy_object_shares_one_forward_with_the_agent(lm_dir, rm_dir):
 
 
 def test_kl_coef_can_change_between_steps(env_kwargs):
-    env = gym.make("textenv:TextGen-v0", **{**env_kwargs, "reward": length_reward})
+    env = gym.make("textenv:TextGen-v0", **{**env_kwargs, "reward": length_reward, "kl_coef": 0.05})
     env.reset(seed=0)
     _, r1, *_, info1 = env.step(5)
     env.unwrapped.kl_coef = 0.0

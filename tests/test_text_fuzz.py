@@ -30,7 +30,7 @@ from textenv.text.vector import TextGenVectorEnv
 
 N = 3  # rows of the vector env
 V = 64  # the tiny model's logits
-TEXTENV = str(Path(__file__).resolve().parents[1] / "textenv")
+OURS = tuple(str(Path(__file__).resolve().parents[1] / pkg) for pkg in ("textenv", "rlcore"))  # where our checks live
 
 BAD_SINGLE_ACTIONS = [64, -1, 2**40, np.uint64(2**63 + 5), 5.0, np.float32(5), True, np.bool_(True), "5", None,
                       [5], [[5]], [[1, 2], [3]], np.array([5, 6]), object(), {"a": 1}, 1 + 2j, b"5"]
@@ -81,11 +81,11 @@ def good_action(rng, vector: bool, eos: int):
 
 
 def assert_clear(err: BaseException):
-    """A clear error: one of the three allowed types exactly, with a message, raised by textenv itself."""
+    """A clear error: one of the three allowed types exactly, with a message, raised by our own checks."""
     assert type(err) in (TypeError, ValueError, RuntimeError), f"{type(err).__name__} leaked: {err}"
     assert str(err).strip(), f"{type(err).__name__} without a message"
     origin = traceback.extract_tb(err.__traceback__)[-1].filename
-    assert origin.startswith(TEXTENV), f"{type(err).__name__}({err}) was raised in {origin}, not by textenv"
+    assert origin.startswith(OURS), f"{type(err).__name__}({err}) was raised in {origin}, not by textenv / rlcore"
 
 
 def assert_sane(env, out, vector: bool):

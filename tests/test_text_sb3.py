@@ -6,8 +6,9 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from text_fixtures import *  # noqa: F403
-from text_fixtures import length_reward
+from text_fixtures import PROMPTS, length_reward, make_tokenizer
 from textenv.sb3 import SB3VecEnvAdapter
+from textenv.text.config import TextGenConfig
 from textenv.text.env import TextGenEnv
 from textenv.text.vector import TextGenVectorEnv
 
@@ -52,7 +53,7 @@ def test_step_results_match_the_vector_env(env_kwargs):
 def test_attributes_and_methods(env_kwargs):
     adapter = SB3VecEnvAdapter(TextGenVectorEnv(2, **env_kwargs, render_mode="ansi"))
     assert adapter.get_attr("render_mode") == ["ansi", "ansi"]
-    assert adapter.get_attr("kl_coef") == [0.05, 0.05]
+    assert adapter.get_attr("kl_coef") == [TextGenConfig.kl_coef, TextGenConfig.kl_coef]  # the default beta
     adapter.set_attr("kl_coef", 0.2)
     assert adapter.vec_env.kl_coef == 0.2
     with pytest.raises(ValueError, match="all rows at once"):
@@ -68,17 +69,38 @@ def test_rejects_next_step_autoreset(env_kwargs):
         SB3VecEnvAdapter(sync)
 
 
-def test_sb3_ppo_trains_through_the_adapter(env_kwargs):
-    """SB3's own PPO runs its rollouts and updates on the adapter (whether it learns is examples/sb3_textgen.py's)."""
+PAID_WORDS = {"good", "great", "fine", "fun", "lovely", "loved", "liked"}
+
+
+def paid_word_reward(prompts: list[str], completions: list[str]):
+    """1 for a completion that is one of ``PAID_WORDS``, else 0."""
+    return [1.0 if c.strip() in PAID_WORDS else 0.0 for c in completions]
+
+
+def test_sb3_ppo_learns_through_the_adapter(lm_dir):
+    """SB3's own PPO, rolling out and updating on the adapter, learns a one-token task: say a paid word.
+
+    7 of the 64 tokens are paid, so a policy starts with about 0.11 of its probability on them; 1024
+    timesteps move it above 0.9 on seeds 0-19 except one (0.66), so 0.5 leaves room to spare.
+    """
     from stable_baselines3 import PPO
 
-    adapter = SB3VecEnvAdapter(TextGenVectorEnv(2, **{**env_kwargs, "reward": length_reward}))
-    model = PPO("MultiInputPolicy", adapter, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"net_arch": [16]})
-    before = [p.detach().clone() for p in model.policy.parameters()]
-    model.learn(total_timesteps=32)
-    assert model.num_timesteps >= 32
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    paid_ids = [make_tokenizer().convert_tokens_to_ids(w) for w in sorted(PAID_WORDS)]
+    adapter = SB3VecEnvAdapter(TextGenVectorEnv(4, model=str(lm_dir), reward=paid_word_reward, prompts=list(PROMPTS),
+                                                max_new_tokens=1, max_prompt_tokens=6, kl_coef=0.0, device="cpu"))
+    model = PPO("MultiInputPolicy", adapter, n_steps=32, batch_size=64, n_epochs=4, learning_rate=1e-2,
+                ent_coef=0.0, seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
     obs = adapter.reset()
+
+    def paid_probability() -> float:
+        obs_t, _ = model.policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            probs = model.policy.get_distribution(obs_t).distribution.probs  # (4, 64)
+        return float(probs[:, paid_ids].sum(1).mean())
+
+    assert paid_probability() < 0.2
+    model.learn(total_timesteps=1024)
+    assert model.num_timesteps >= 1024
+    assert paid_probability() > 0.5
     action, _ = model.predict(obs, deterministic=True)
-    assert action.shape == (2,) and ((0 <= action) & (action < 64)).all()
+    assert action.shape == (4,) and ((0 <= action) & (action < 64)).all()

@@ -51,7 +51,7 @@ def test_shared_reference_keeps_the_prompt_store():
     model = make_lm(0)
     shared = LMActorCritic(model, device="cpu")
     env, _ = run(shared, model, steps=2)
-    assert env.core.ref_lm.prompt_cache_bytes > 0 and len(env.core.ref_lm._prompts) > 0
+    assert env.core.ref_lm.prompt_cache_bytes > 0 and len(env.core.ref_lm.remembered_prompts) > 0
 
 
 def test_top_k_policy_on_the_reference_module_still_measures_its_kl():

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from text_fixtures import *  # noqa: F403  (fixtures: lm_dir, rm_dir, env_kwargs)
 from text_fixtures import PROMPTS, make_lm, make_tokenizer
+from textenv.text.config import TextGenConfig
 from textenv.text.env import TextGenEnv
 from textenv.text.vector import TextGenVectorEnv
 
@@ -278,7 +279,7 @@ def test_the_kl_coef_setter_checks_like_the_constructor(parts):
                          (1e300, ValueError)):
         with pytest.raises(error, match="kl_coef must be a"):
             env.kl_coef = value
-        assert env.kl_coef == 0.05
+        assert env.kl_coef == TextGenConfig.kl_coef  # unchanged by the refused values
     env.kl_coef = np.float32(0.25)
     assert env.kl_coef == 0.25 and type(env.kl_coef) is float
 

@@ -16,8 +16,8 @@ from datasets import Dataset, DatasetDict
 import standins
 from text_fixtures import *  # noqa: F401,F403  (fixtures: lm_dir, rm_dir)
 from text_fixtures import PROMPTS
-from agents.rlhf import TextEnvConfig
-from textenv.text.loading import load_prompts, prompt_prefixes, split_prompts
+from textenv.text.config import TextGenConfig
+from textenv.text.prompts import load_prompts, prompt_prefixes, split_prompts
 from textenv.text.vector import TextGenVectorEnv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_a_named_column_and_split(tmp_path):
 
 
 def test_a_hub_dataset_offline_is_a_clear_error():
-    code = "from textenv.text.loading import load_prompts; load_prompts('stanfordnlp/imdb:train')"
+    code = "from textenv.text.prompts import load_prompts; load_prompts('stanfordnlp/imdb:train')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**python_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode != 0
@@ -116,17 +116,17 @@ def test_prompt_prefixes_are_2_to_7_tokens_like_trls_length_sampler(standin_dirs
 
 
 # ---------------------------------------------------------------------------------------------- the config
-def test_text_env_config_takes_the_reward_label_and_a_prompt_column(tmp_path, lm_dir):
+def test_text_gen_config_takes_the_reward_label_and_a_prompt_column(tmp_path, lm_dir):
     rm_dir = standins.save_distilbert(tmp_path / "rm")
     pd.DataFrame({"question": PROMPTS}).to_csv(tmp_path / "q.csv", index=False)
-    cfg = TextEnvConfig(model=str(lm_dir), reward=str(rm_dir), reward_label="POSITIVE", prompts=tmp_path / "q.csv",
-                        prompt_column="question", num_envs=2, max_new_tokens=3, max_prompt_tokens=6, device="cpu")
-    kwargs = cfg.env_kwargs()
-    assert kwargs["prompts"] == PROMPTS and kwargs["reward_label"] == "POSITIVE"
-    env = TextGenVectorEnv(num_envs=2, **kwargs)
+    cfg = TextGenConfig(model=str(lm_dir), reward=str(rm_dir), reward_label="POSITIVE", prompts=tmp_path / "q.csv",
+                        prompt_column="question", max_new_tokens=3, max_prompt_tokens=6, device="cpu")
+    env = TextGenVectorEnv(2, cfg)
     assert env.reward_fn.fn.label == 1 and env.core.prompts == PROMPTS
     with pytest.raises(ValueError, match="has 2 labels; pass label="):
-        TextGenVectorEnv(num_envs=2, **{**kwargs, "reward_label": None})
+        TextGenVectorEnv(2, cfg, reward_label=None)
+    with pytest.raises(ValueError, match="question"):  # the column must exist
+        TextGenVectorEnv(2, cfg, prompt_column="answer")
 
 
 # ---------------------------------------------------------------------------------------------- the main job
@@ -138,7 +138,7 @@ def test_user_prompts_hold_an_evaluation_split_out_of_training(example, tmp_path
     train, held = example.prompt_sets(args, args.model)
     assert len(held) == 2 and len(train) == 8 and not set(train) & set(held)  # a fifth held out
     assert example.prompt_sets(args, args.model) == (train, held)  # the same split every time
-    env_prompts = example.make_config(args, 0, args.reward, train).env.env_kwargs()["prompts"]
+    env_prompts = example.make_config(args, 0, args.reward, train).env.prompts
     assert env_prompts == train  # what the training env draws from: never a held-out prompt
 
     # an evaluation file: all prompts train; evaluation prompts that are also training prompts are dropped
@@ -196,5 +196,5 @@ def test_lecture_recipe_end_to_end_on_standins(standin_dirs, tmp_path):
 
     settings = load_checkpoint(out / "seed0" / "checkpoint.pt", CHECKPOINT_FORMAT)["settings"]
     assert settings["env.reward_label"] == 1 and settings["env.max_prompt_tokens"] == 8
-    assert settings["ppo.learning_rate"] == 1.41e-5 and settings["kl.init_coef"] == 0.2
+    assert settings["ppo.learning_rate"] == 1.41e-5 and settings["env.kl_coef"] == 0.2
     assert settings["ppo.n_minibatches"] == 1 and settings["kl.target"] == 6.0

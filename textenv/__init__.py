@@ -6,7 +6,9 @@ Importing the package registers two Gymnasium environments:
 - ``TextGen-v0``: token-level text generation with the RLHF reward (``textenv.text``).
 
 Both also work as ``gym.make("textenv:GridWorld-v0")`` without importing textenv first, and both have a
-natively batched twin for ``gym.make_vec(..., vectorization_mode="vector_entry_point")``. TextGen-v0 also runs
+natively batched twin for ``gym.make_vec(..., vectorization_mode="vector_entry_point")``. TextGen-v0 is
+registered with ``config=textenv.default.env_config()`` (the embedded task); ``gym.make("TextGen-v0", max_new_tokens=8)``
+replaces one setting, ``config=TextGenConfig(...)`` all of them (see ``textenv.text.config``). TextGen-v0 also runs
 under ``vectorization_mode="async"`` (forked workers: each TextGen env made in a process forked after torch
 was imported runs torch on one CPU thread, as torch's thread pool does not survive a fork; see
 ``textenv.text.loading.fork_safe_threads``) and Stable-Baselines3's ``make_vec_env("TextGen-v0", n_envs=...)``
@@ -44,10 +46,13 @@ def _register() -> None:
             max_episode_steps=100,
         )
     if "TextGen-v0" not in registry:
+        from textenv.default import env_config
+
         register(
             id="TextGen-v0",
             entry_point="textenv.text.env:TextGenEnv",
             vector_entry_point="textenv.text.vector:TextGenVectorEnv",
+            kwargs={"config": env_config()},  # the embedded default task; keyword arguments replace its settings
         )
 
 

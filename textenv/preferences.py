@@ -97,9 +97,12 @@ def _read_file(path: Path) -> list[dict[str, Any]] | Any:
 def load_preferences(source: str | Path | Iterable[dict[str, Any]] | Any):
     """Preference pairs as a ``datasets.Dataset`` with columns prompt, chosen, rejected (and margin).
 
-    :param source: a path to a .jsonl, .csv or .parquet file, a ``datasets.Dataset``, a pandas
-        DataFrame, or a list of dicts, each holding at least the columns prompt, chosen and rejected.
-    :raises ValueError: when a required column is missing (the message names it and the expected ones).
+    Args:
+        source: a path to a .jsonl, .csv or .parquet file, a ``datasets.Dataset``, a pandas
+            DataFrame, or a list of dicts, each holding at least the columns prompt, chosen and rejected.
+
+    Raises:
+        ValueError: when a required column is missing (the message names it and the expected ones).
     """
     from datasets import Dataset
 

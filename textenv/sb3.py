@@ -52,7 +52,8 @@ def unbatch_info(info: dict, i: int) -> dict:
 class SB3VecEnvAdapter(VecEnv):
     """A Gymnasium ``VectorEnv`` with ``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP`` as an SB3 ``VecEnv``.
 
-    :param vec_env: the vector env (e.g. ``gym.make_vec("TextGen-v0", num_envs=64, vectorization_mode="vector_entry_point")``).
+    Args:
+        vec_env: the vector env (e.g. ``gym.make_vec("TextGen-v0", num_envs=64, vectorization_mode="vector_entry_point")``).
     """
 
     def __init__(self, vec_env) -> None:

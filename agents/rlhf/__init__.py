@@ -11,7 +11,7 @@ The pieces, in the order an iteration uses them:
 - ``loop.py``       ``train_rlhf``: rollout, rewards, advantages (``agents.functional.response_gae``), PPO's
   update (``agents.ppo_update.ppo_update``, the same one the gridworld trains with), metrics, KL controller, checkpoint.
 - ``metrics.py``    what an iteration reports; ``evaluate.py`` the held-out evaluation.
-- ``config.py``     ``RLHFConfig`` (``TextEnvConfig``, ``KLConfig``, ``rlhf_ppo_config``) and the settings a resume
+- ``config.py``     ``RLHFConfig`` (its task is a ``textenv.text.config.TextGenConfig``; ``KLConfig``, ``rlhf_ppo_config``) and the settings a resume
   must match; ``checkpoint.py`` the checkpoint.
 
 The reward per token is lm-human-preferences' (Ziegler et al. 2019): ``r_t = -beta * KL_t`` plus the reward
@@ -20,8 +20,8 @@ controller hands it at each rollout's reset.
 
 Plugging in your own pieces (each is one field of the config; tests/test_rlhf.py runs every one):
 
-    RLHFConfig(env=TextEnvConfig(model="path/or/hub-name"))           # any HF causal LM: policy init + reference
-    RLHFConfig(env=TextEnvConfig(reward=lambda prompts, completions: scores))   # a Python reward function
+    RLHFConfig(env=TextGenConfig(model="path/or/hub-name"))           # any HF causal LM: policy init + reference
+    RLHFConfig(env=TextGenConfig(reward=lambda prompts, completions: scores))   # a Python reward function
     RLHFConfig(policy=MyActorCritic(...))  # your agents.policies.ActorCritic: forward(obs) -> (logits, values)
     RLHFConfig(critic="separate", critic_model=reward_path())          # a critic trunk started from the RM
 
@@ -39,14 +39,14 @@ checkpoint, so it never holds an iteration the checkpoint does not.
 
 from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.rlhf.checkpoint import CHECKPOINT_FORMAT, load_rlhf_checkpoint, save_rlhf_checkpoint
-from agents.rlhf.config import KLConfig, LoRAConfig, RLHFConfig, TextEnvConfig, rlhf_ppo_config, run_settings
+from agents.rlhf.config import KLConfig, LoRAConfig, RLHFConfig, rlhf_ppo_config, run_settings
 from agents.rlhf.evaluate import evaluate_policy
 from agents.rlhf.loop import RLHFAgent, RLHFResult, default_gold, make_env, make_policy, train_rlhf
 from agents.rlhf.responses import Responses, collect_responses, score_responses
 
 __all__ = [
     "AdaptiveKLController", "CHECKPOINT_FORMAT", "FixedKLController", "KLConfig", "LoRAConfig", "RLHFAgent", "RLHFConfig",
-    "RLHFResult", "Responses", "TextEnvConfig", "collect_responses", "default_gold", "evaluate_policy",
+    "RLHFResult", "Responses", "collect_responses", "default_gold", "evaluate_policy",
     "load_rlhf_checkpoint", "make_env", "make_policy", "rlhf_ppo_config", "run_settings", "save_rlhf_checkpoint",
     "score_responses", "train_rlhf",
 ]

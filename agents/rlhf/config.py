@@ -17,10 +17,11 @@ from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.policies import ActorCritic
 from agents.ppo import PPOConfig
 from rlcore.checks import check_int
+from textenv.text.config import TextGenConfig
 
 # PPOConfig fields the RLHF loop has no use for: its rollout is one whole response per row.
 NOT_FOR_RLHF = {
-    "n_steps": "a rollout is one whole response per row: set env.num_envs (responses per iteration) and "
+    "n_steps": "a rollout is one whole response per row: set num_envs (responses per iteration) and "
                "env.max_new_tokens (their length limit)",
     "minibatch_by": "minibatches always hold whole responses",
     "logprob_reward_coef": "beta has one owner, config.kl (mode b's -beta * log pi is paid by the rollout)",
@@ -39,72 +40,20 @@ def rlhf_ppo_config(**overrides) -> PPOConfig:
 
 
 @dataclass
-class TextEnvConfig:
-    """The TextGen-v0 task: models, reward, prompts and the sampling distribution."""
-
-    model: Any = None
-    """SFT / reference causal LM (name, path or module); the policy starts as a copy. None: the embedded default."""
-    reward: Any = None
-    """reward model (name, path, module) or a Python function (prompts, completions) -> scores. None: the default RM."""
-    reward_label: int | str | None = None
-    """which logit of a reward classifier with several labels is the score: an index or a name in its
-    config.label2id (e.g. 1 or "POSITIVE" for lvwerra/distilbert-imdb). None: a one-label reward model's logit"""
-    prompts: Any = None
-    """training prompts: a list, a datasets.Dataset, a .txt/.json/.jsonl/.csv/.parquet file, a save_to_disk folder
-    or a Hub dataset "name" / "name:split" (textenv.text.loading.load_prompts). None: the default task's train split.
-    Hold evaluation prompts out of it: textenv.text.loading.split_prompts"""
-    prompt_column: str | None = None
-    """the column (or JSON field) holding the prompts. None: the first of "prompt", "query", "text" the data has"""
-    prompt_split: str | None = None
-    """the split of a Hub dataset or a saved DatasetDict (None: the one "name:split" names, else "train")"""
-    num_envs: int = 32
-    """rows of the vector env: the responses of one iteration, generated in parallel"""
-    max_new_tokens: int = 24
-    """response length limit (tokens)"""
-    max_prompt_tokens: int = 12
-    """prompt budget (tokens): a longer prompt keeps its LAST max_prompt_tokens tokens (cut from the left: what
-    comes next depends most on the end; a leading BOS the tokenizer adds is kept), with a warning"""
-    temperature: float = 1.0
-    """sampling temperature, for the policy and the reference alike"""
-    top_k: int = 0
-    """policy-side top-k (0: off)"""
-    top_p: float = 1.0
-    """policy-side nucleus (1.0: off)"""
-    kl_estimator: str = "k1"
-    """per-token KL estimator of the env's penalty (rlcore.kl)"""
-    stop_at_eos: bool = True
-    """EOS ends a response; False: every response runs max_new_tokens tokens (fixed-length speed runs)"""
-    device: str = "auto"
-    """where the env's reference and reward model run"""
-
-    def env_kwargs(self) -> dict:
-        """Keyword arguments of TextGenVectorEnv (without num_envs and policy). With prompt_column or prompt_split
-        the prompts are read here (the env reads a source's default column and split itself)."""
-        out = {k: getattr(self, k) for k in ("model", "reward", "reward_label", "prompts", "max_new_tokens",
-                                             "max_prompt_tokens", "temperature", "top_k", "top_p", "kl_estimator",
-                                             "stop_at_eos", "device")}
-        if self.prompts is not None and (self.prompt_column is not None or self.prompt_split is not None):
-            from textenv.text.loading import load_prompts
-
-            out["prompts"] = load_prompts(self.prompts, column=self.prompt_column, split=self.prompt_split)
-        return {k: v for k, v in out.items() if v is not None}
-
-
-@dataclass
 class KLConfig:
-    """The KL penalty's coefficient beta and how it moves."""
+    """How the KL penalty's coefficient beta moves. Beta starts at ``env.kl_coef`` (the TextGen-v0 task's one
+    beta; 0 switches the penalty off: the reward-hacking experiment)."""
 
-    init_coef: float = 0.1
-    """beta at the start (0 switches the penalty off: the reward-hacking experiment)"""
     target: float | None = 4.0
-    """KL per episode (nats) the adaptive controller holds; None keeps beta fixed"""
+    """KL per response (nats) the adaptive controller holds; None keeps beta fixed"""
     horizon: float = 2000.0
-    """episodes over which the controller spreads a full 20% correction"""
+    """responses over which the controller spreads a full 20% correction"""
 
-    def controller(self):
-        if self.target is None or self.init_coef == 0:
-            return FixedKLController(self.init_coef)
-        return AdaptiveKLController(self.init_coef, self.target, self.horizon)
+    def controller(self, init_coef: float):
+        """The controller of a run whose beta starts at ``init_coef``."""
+        if self.target is None or init_coef == 0:
+            return FixedKLController(init_coef)
+        return AdaptiveKLController(init_coef, self.target, self.horizon)
 
 
 @dataclass
@@ -141,15 +90,19 @@ class LoRAConfig:
 class RLHFConfig:
     """One RLHF run: the task, the KL control, PPO's update, the budget and the bookkeeping."""
 
-    env: TextEnvConfig = field(default_factory=TextEnvConfig)
-    """the TextGen-v0 task; ``env.num_envs`` is the number of responses per iteration"""
+    env: TextGenConfig = field(default_factory=TextGenConfig)
+    """the TextGen-v0 task (models, reward, prompts, response length, sampling, ``kl_coef``: beta at the start);
+    None model, reward or prompts: the embedded default task's"""
+    num_envs: int = 32
+    """rows of the training vector env: the responses of one iteration (per rank under torchrun), generated
+    in parallel"""
     kl: KLConfig = field(default_factory=KLConfig)
-    """the KL penalty"""
+    """how beta moves from ``env.kl_coef`` (the adaptive controller, or fixed)"""
     ppo: PPOConfig = field(default_factory=rlhf_ppo_config)
     """PPO's update (epochs, minibatches of whole responses, learning rate and its annealing, losses);
     n_steps, minibatch_by, logprob_reward_coef and log_dir do not apply (a ValueError says why)"""
     responses: int = 3200
-    """the budget: generated responses to train on (whole iterations of env.num_envs responses)"""
+    """the budget: generated responses to train on (whole iterations of num_envs responses)"""
     critic: str = "shared"
     """'shared' value head on the policy's trunk, or 'separate' trunk initialised from critic_model"""
     critic_model: Any = None
@@ -159,7 +112,7 @@ class RLHFConfig:
     critic-free rungs, each response's return against the other responses to its prompt (groups of
     ``group_size`` rows share one; the value loss is then 0)"""
     group_size: int = 4
-    """rloo / grpo: responses per prompt, K >= 2 (env.num_envs must be a multiple of it)"""
+    """rloo / grpo: responses per prompt, K >= 2 (num_envs must be a multiple of it)"""
     kl_in: str = "reward"
     """'reward': the env pays -beta * KL_t per token (lm-human-preferences, RLOO); 'loss': GRPO's form, the
     env pays the score only and the update adds beta * k3(pi, pi_ref) per token to the loss"""
@@ -193,14 +146,16 @@ class RLHFConfig:
 
     @property
     def iterations(self) -> int:
-        """rollout + update rounds the budget buys: ceil(responses / env.num_envs)"""
-        return math.ceil(self.responses / self.env.num_envs)
+        """rollout + update rounds the budget buys: ceil(responses / num_envs)"""
+        return math.ceil(self.responses / self.num_envs)
 
     def check(self) -> None:
         """Raise ValueError / TypeError on settings that cannot run, before any work."""
         check_int("responses", self.responses)
         check_int("checkpoint_every", self.checkpoint_every)
-        check_int("env.num_envs", self.env.num_envs)
+        check_int("num_envs", self.num_envs)
+        if not isinstance(self.env, TextGenConfig):
+            raise TypeError(f"env must be a textenv.text.config.TextGenConfig, got {type(self.env).__name__}")
         if self.advantage not in ("gae", "rloo", "grpo"):
             raise ValueError(f"advantage must be 'gae', 'rloo' or 'grpo', got {self.advantage!r}")
         if self.kl_in not in ("reward", "loss"):
@@ -208,9 +163,9 @@ class RLHFConfig:
                              f"got {self.kl_in!r}")
         if self.advantage != "gae":
             check_int("group_size", self.group_size)
-            if self.group_size < 2 or self.env.num_envs % self.group_size:
+            if self.group_size < 2 or self.num_envs % self.group_size:
                 raise ValueError(f"advantage={self.advantage!r} compares the group_size responses to one prompt: "
-                                 f"group_size must be >= 2 and divide env.num_envs={self.env.num_envs}, "
+                                 f"group_size must be >= 2 and divide num_envs={self.num_envs}, "
                                  f"got {self.group_size}")
         if self.resume and not self.out_dir:
             raise ValueError("resume=True needs out_dir (the folder holding checkpoint.pt)")
@@ -235,7 +190,9 @@ class RLHFConfig:
 
 # Settings that do not change what a run computes: a resume may change them.
 RESUME_MAY_CHANGE = frozenset({"resume", "out_dir", "checkpoint_every", "log_every", "n_samples", "device",
-                               "env.device", "ppo.progress_bar", "gradient_checkpointing"})
+                               "env.device", "env.prompt_cache_mb", "ppo.progress_bar", "gradient_checkpointing"})
+RENAMED_SETTINGS = {"env.num_envs": "num_envs", "kl.init_coef": "env.kl_coef"}
+"""Settings a checkpoint written before the TextGenConfig change keeps under their old names."""
 
 
 def run_settings(config: "RLHFConfig") -> dict[str, Any]:
@@ -283,6 +240,7 @@ def check_same_settings(saved: dict | None, now: dict, path) -> None:
     """Refuse to resume with settings other than the checkpoint's (version-1 checkpoints recorded none)."""
     if saved is None:
         return
+    saved = {RENAMED_SETTINGS.get(k, k): v for k, v in saved.items()}
     missing = "<not set>"
     # A setting added after the checkpoint was written (absent from it) matches when left at its default.
     defaults = _flatten_settings(RLHFConfig(), "")

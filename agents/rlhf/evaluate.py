@@ -8,21 +8,24 @@ import numpy as np
 import torch
 
 from agents.rlhf.responses import collect_responses
+from textenv.text.config import TextGenConfig
 from textenv.text.decoding import IncrementalLM
 
 
 @torch.no_grad()
-def evaluate_policy(policy, env_kwargs: dict, prompts: list[str], gold_fn: Callable | None = None, seed: int = 0) -> dict:
+def evaluate_policy(policy, env_config: TextGenConfig | None, prompts: list[str], gold_fn: Callable | None = None,
+                    seed: int = 0) -> dict:
     """Sample one completion per prompt and score it: RM score, gold score, KL to the reference per response.
 
-    Runs its own TextGen vector env in mode (a) with ``env_kwargs`` (the training env's arguments), so the
-    KL is the env's own per-token estimate summed over the response. Sampling uses a private generator
+    Runs its own TextGen vector env in mode (a) on ``env_config`` (the training run's task, ``RLHFConfig.env``;
+    None: the registered default) with ``prompts`` as its prompts, so the KL is the env's own per-token estimate
+    summed over the response. Sampling uses a private generator
     seeded with ``seed``: evaluating never moves the training run's random state.
 
     Args:
         policy: an ``LMActorCritic``, anything with ``next_token_logits``, or a causal LM module.
         prompts: prompts the training env never drew: a test split, or ones held out of your prompts with
-            ``textenv.text.loading.split_prompts`` (what ``examples/rlhf_ppo.py`` does without --eval-prompts-file).
+            ``textenv.text.prompts.split_prompts`` (what ``examples/rlhf_ppo.py`` does without --eval-prompts-file).
         gold_fn: the gold judge ``(prompts, completions) -> scores``, or None.
     Returns:
         dict of lists / arrays: prompt, completion, rm_score, gold_score (NaN without a judge: report it as
@@ -31,9 +34,9 @@ def evaluate_policy(policy, env_kwargs: dict, prompts: list[str], gold_fn: Calla
     from textenv.text.vector import TextGenVectorEnv
 
     runner = policy if hasattr(policy, "next_token_logits") else IncrementalLM(policy)
-    kwargs = {k: v for k, v in env_kwargs.items() if k != "prompts"}
-    beta = kwargs.pop("kl_coef", 0.0)  # evaluation reports the KL itself: the reward's beta does not matter
-    env = TextGenVectorEnv(num_envs=len(prompts), policy=runner, prompts=list(prompts), **kwargs)
+    env = TextGenVectorEnv(len(prompts), env_config, policy=runner, prompts=list(prompts), prompt_column=None,
+                           prompt_split=None)
+    beta = 0.0  # evaluation reports the KL itself: the reward's beta does not matter
     try:
         module = isinstance(policy, torch.nn.Module)
         device = next(policy.parameters()).device if module else torch.device(runner.device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from agents.rlhf.responses import collect_responses, score_responses
 from agents.run_guard import RunFolder, StopSignals, TrainingInterrupted, with_context
 from agents.utils import seed_everything
 from rlcore.device import resolve_device
+from textenv.text.config import make_config
 from textenv.text.sampling import SamplingConfig
 
 
@@ -83,12 +85,8 @@ def make_policy(config: RLHFConfig, sampling: SamplingConfig) -> ActorCritic:
     """Your ``config.policy``, or an LMActorCritic copy of the SFT model sampling with ``sampling``."""
     if config.policy is not None:
         return config.policy
-    model = config.env.model
-    if model is None:
-        from textenv.default import sft_path
-
-        model = sft_path()
-    elif isinstance(model, torch.nn.Module):
+    model = make_config(config.env).model  # None: the registered default task's
+    if isinstance(model, torch.nn.Module):
         model = copy.deepcopy(model)  # the env keeps the original as the frozen reference
     return LMActorCritic(model, sampling=sampling, critic=config.critic, critic_model=config.critic_model,
                          device=config.device, mixed_precision=config.mixed_precision, lora=config.lora,
@@ -103,19 +101,13 @@ def make_env(config: RLHFConfig, policy=None):
     """
     from textenv.text.vector import TextGenVectorEnv
 
-    kwargs = config.env.env_kwargs()
+    env_config = make_config(config.env)
     if getattr(policy, "reference_context", None) is not None:
         from textenv.text.loading import load_tokenizer
 
-        if kwargs.get("tokenizer") is None:
-            source = kwargs.get("model")
-            if source is None:
-                from textenv.default import sft_path
-
-                source = sft_path()
-            kwargs["tokenizer"] = load_tokenizer(None, source)
-        kwargs["model"] = policy.model
-    return TextGenVectorEnv(num_envs=config.env.num_envs, policy=policy, kl_coef=config.kl.init_coef, **kwargs)
+        tokenizer = env_config.tokenizer or load_tokenizer(None, env_config.model)
+        env_config = dataclasses.replace(env_config, model=policy.model, tokenizer=tokenizer)
+    return TextGenVectorEnv(config.num_envs, env_config, policy=policy)
 
 
 def rollout_seed(seed: int, responses_done: int, rank: int, num_envs: int) -> int:
@@ -143,7 +135,7 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
     checkpoint continues the uninterrupted curve.
 
     Under ``torchrun`` (``agents.distributed``) every rank runs this with the same config: each rolls out
-    ``env.num_envs`` responses of its own, so an iteration trains on ``env.num_envs * world_size``
+    ``num_envs`` responses of its own, so an iteration trains on ``num_envs * world_size``
     responses and the budget ``responses`` counts all ranks; one policy trains (gradients averaged over the
     ranks) and rank 0 alone writes out_dir. A checkpoint resumes at any world size: it holds the global
     state, and the budget left is run at the new world size (the same curve repeats only at the same one).
@@ -169,16 +161,11 @@ def train_rlhf(config: RLHFConfig, callback: Callable | None = None) -> RLHFResu
         return _train(config, callback, Path(config.out_dir), world)
 
 
-def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None, world: D.World) -> RLHFResult:
-    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    writes = ckpt_path is not None and world.is_main
-    settings = run_settings(config)
-    # A resume reads its checkpoint first: a missing, damaged or mismatched one fails before any model loads.
-    resumed = read_rlhf_checkpoint(ckpt_path, settings) if config.resume else None
-
-    # Set-up: the policy first (the env reads its forward in mode a), then the env, optimizer and controller.
+def _set_up(config: RLHFConfig, world: D.World, resumed, ckpt_path: Path | None, writes: bool):
+    """The policy first (the env reads its forward in mode a), then the env, optimizer, controller and history."""
     seed_everything(config.seed)
-    policy = make_policy(config, SamplingConfig(config.env.temperature, config.env.top_k, config.env.top_p))
+    env_config = config.env
+    policy = make_policy(config, SamplingConfig(env_config.temperature, env_config.top_k, env_config.top_p))
     mode_b = not hasattr(policy, "next_token_logits")
     device = resolve_device(config.device)
     policy.to(device)
@@ -191,14 +178,70 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None, 
     agent = RLHFAgent(policy, optimizer, env, device)
     if config.log_every and world.is_main:  # what the run will hold, before it allocates the rest
         print(format_memory_estimate(memory_estimate(policy, env, config)), flush=True)
-    controller = config.kl.controller()
+    controller = config.kl.controller(env_config.kl_coef)
     history: list = []
     if resumed is not None:
         history = restore_rlhf_checkpoint(resumed, agent, controller, ckpt_path)
         if history and writes:  # drop rows a crashed run wrote past its checkpoint
-            write_progress(out_dir / "progress.csv", history)
-    gold_fn, ppo, critic = default_gold(config), config.ppo, config.advantage == "gae"
-    per_iteration = env.num_envs * world.size  # responses one iteration trains on, all ranks together
+            write_progress(ckpt_path.parent / "progress.csv", history)
+    return agent, controller, history
+
+
+def _iteration(config: RLHFConfig, agent: RLHFAgent, beta: float, seed: int, world: D.World, gold_fn) -> dict:
+    """Steps 1-5 of one iteration: rollout, rewards, advantages, update, metrics (over all ranks)."""
+    policy, env, device, ppo, critic = agent.policy, agent.env, agent.device, config.ppo, config.advantage == "gae"
+    # 1. rollout: one whole response per row (groups of K per prompt for rloo / grpo), paid with the
+    #    controller's beta (or none: GRPO's form puts the KL into the loss)
+    start = time.perf_counter()
+    policy.eval()
+    generator = torch.Generator(device).manual_seed(seed)
+    batch = collect_responses(env, policy, beta if config.kl_in == "reward" else 0.0, seed, generator, device,
+                              group_size=1 if critic else config.group_size)
+    rollout_s = D.all_max(time.perf_counter() - start)  # the slowest rank sets the pace
+    # 2. rewards: what the env paid each token, -beta * KL_t, plus the RM score on the last one
+    rewards, mask = batch.rewards, batch.response_mask
+    # 3. advantages: GAE within each response, nothing bootstrapped past its last token; or each response's
+    #    return against the other responses to its prompt
+    if critic:
+        advantages, returns = F.response_gae(rewards, batch.values, mask, ppo.gamma, ppo.gae_lambda)
+    else:
+        advantages, returns = group_advantages(config.advantage, rewards, mask, config.group_size), batch.values
+    # 4. update: PPO epochs over minibatches of whole responses, one forward per response
+    policy.train()
+    order = torch.Generator().manual_seed(seed)
+    n_mb = min(ppo.n_minibatches, env.num_envs)
+    minibatches = lambda: torch.randperm(env.num_envs, generator=order).to(device).chunk(n_mb)  # noqa: E731
+    data = {"logprobs": batch.logprobs, "values": batch.values, "advantages": advantages, "returns": returns,
+            "mask": mask, "ref_logprobs": batch.ref_logprobs}
+    score = lambda rows: score_responses(policy, batch, rows, ppo.ent_coef != 0)  # noqa: E731
+    update = ppo_update(policy, agent.optimizer, ppo, data, minibatches, score, f"iteration {agent.iteration + 1}",
+                        kl_coef=beta if config.kl_in == "loss" else 0.0)
+    update_s = D.all_max(time.perf_counter() - start) - rollout_s
+    # 5. metrics of the iteration, over all ranks' responses
+    generated = int(D.all_sum_numbers([batch.generated_tokens])[0])
+    agent.iteration += 1
+    agent.responses += env.num_envs * world.size
+    agent.generated_tokens += generated
+    agent.loop_s += rollout_s + update_s
+    stats = all_ranks_metrics(response_metrics(batch, gold_fn, config.n_samples), batch)
+    stats["kl_coef"] = beta
+    explained = (F.explained_variance(*(D.gather_rows(t) for t in (batch.values, returns, mask)))
+                 if critic else float("nan"))  # no critic is trained
+    return {"iteration": agent.iteration, "responses": agent.responses, **update, **stats,
+            "explained_variance": explained, "generated_tokens": agent.generated_tokens,
+            "tokens_per_s": generated / (rollout_s + update_s), "rollout_s": rollout_s, "update_s": update_s,
+            "loop_s": agent.loop_s}
+
+
+def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None, world: D.World) -> RLHFResult:
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    writes = ckpt_path is not None and world.is_main
+    settings = run_settings(config)
+    # A resume reads its checkpoint first: a missing, damaged or mismatched one fails before any model loads.
+    resumed = read_rlhf_checkpoint(ckpt_path, settings) if config.resume else None
+    agent, controller, history = _set_up(config, world, resumed, ckpt_path, writes)
+    gold_fn = default_gold(config)
+    per_iteration = agent.env.num_envs * world.size  # responses one iteration trains on, all ranks together
     total = math.ceil(config.responses / per_iteration)  # iterations of a fresh run at this world size
     signals = StopSignals() if ckpt_path is not None else None  # without out_dir Ctrl-C stops at once
     saved_at = agent.iteration if resumed is not None else None
@@ -206,69 +249,24 @@ def _train(config: RLHFConfig, callback: Callable | None, out_dir: Path | None, 
     with signals or contextlib.nullcontext():
         while agent.responses < config.responses:
             it = agent.iteration
-            seed = rollout_seed(config.seed, agent.responses, world.rank, env.num_envs)
+            seed = rollout_seed(config.seed, agent.responses, world.rank, agent.env.num_envs)
             # the schedule by the fraction of the budget done (= it / total at a fixed world size)
-            lr = learning_rate_at(ppo, agent.responses, total * per_iteration)
-            for group in optimizer.param_groups:
+            lr = learning_rate_at(config.ppo, agent.responses, total * per_iteration)
+            for group in agent.optimizer.param_groups:
                 group["lr"] = lr
             try:
-                # 1. rollout: one whole response per row (groups of K per prompt for rloo / grpo), paid with
-                #    the controller's beta (or none: GRPO's form puts the KL into the loss)
-                start = time.perf_counter()
-                policy.eval()
-                generator = torch.Generator(device).manual_seed(seed)
-                beta = controller.value
-                batch = collect_responses(env, policy, beta if config.kl_in == "reward" else 0.0, seed, generator,
-                                          device, group_size=1 if critic else config.group_size)
-                rollout_s = D.all_max(time.perf_counter() - start)  # the slowest rank sets the pace
-                # 2. rewards: what the env paid each token, -beta * KL_t, plus the RM score on the last one
-                rewards, mask = batch.rewards, batch.response_mask
-                # 3. advantages: GAE within each response, nothing bootstrapped past its last token; or each
-                #    response's return against the other responses to its prompt
-                if critic:
-                    advantages, returns = F.response_gae(rewards, batch.values, mask, ppo.gamma, ppo.gae_lambda)
-                else:
-                    advantages, returns = group_advantages(config.advantage, rewards, mask, config.group_size), batch.values
-                # 4. update: PPO epochs over minibatches of whole responses, one forward per response
-                policy.train()
-                order = torch.Generator().manual_seed(seed)
-                n_mb = min(ppo.n_minibatches, env.num_envs)
-                minibatches = lambda: torch.randperm(env.num_envs, generator=order).to(device).chunk(n_mb)  # noqa: E731
-                data = {"logprobs": batch.logprobs, "values": batch.values, "advantages": advantages,
-                        "returns": returns, "mask": mask, "ref_logprobs": batch.ref_logprobs}
-                score = lambda rows: score_responses(policy, batch, rows, ppo.ent_coef != 0)  # noqa: E731
-                update = ppo_update(policy, optimizer, ppo, data, minibatches, score, f"iteration {it + 1}",
-                                    kl_coef=beta if config.kl_in == "loss" else 0.0)
-                update_s = D.all_max(time.perf_counter() - start) - rollout_s
-
-                # 5. metrics of the iteration, over all ranks' responses
-                generated = int(D.all_sum_numbers([batch.generated_tokens])[0])
-                agent.iteration += 1
-                agent.responses += per_iteration
-                agent.generated_tokens += generated
-                agent.loop_s += rollout_s + update_s
-                stats = all_ranks_metrics(response_metrics(batch, gold_fn, config.n_samples), batch)
-                stats["kl_coef"] = beta
-                explained = (F.explained_variance(*(D.gather_rows(t) for t in (batch.values, returns, mask)))
-                             if critic else float("nan"))  # no critic is trained
-                metrics = {"iteration": agent.iteration, "responses": agent.responses, **update,
-                           **{k: v for k, v in stats.items() if k != "samples"},
-                           "explained_variance": explained, "generated_tokens": agent.generated_tokens,
-                           "tokens_per_s": generated / (rollout_s + update_s),
-                           "rollout_s": rollout_s, "update_s": update_s, "loop_s": agent.loop_s, "learning_rate": lr}
+                stats = _iteration(config, agent, controller.value, seed, world, gold_fn)  # steps 1-5
+                metrics = {**{k: v for k, v in stats.items() if k != "samples"}, "learning_rate": lr}
                 history.append({**metrics, "samples": stats["samples"]})
                 last = agent.responses >= config.responses
                 if config.log_every and world.is_main and (agent.iteration % config.log_every == 0 or last):
                     print(format_metrics(metrics, total), flush=True)
-
                 # 6. KL controller: the next rollout's beta, from this one's KL per response (all ranks')
                 controller.update(metrics["kl"], per_iteration)
-
                 # 7. checkpoint and progress.csv when due (progress.csv after the checkpoint: never ahead of it)
                 stop = callback is not None and callback(agent, metrics) is False
                 stop = D.any_rank(stop or (signals is not None and signals.received is not None))
-                due = agent.iteration % config.checkpoint_every == 0 or last or stop
-                if ckpt_path is not None and due:
+                if ckpt_path is not None and (agent.iteration % config.checkpoint_every == 0 or last or stop):
                     if writes:
                         save_rlhf_checkpoint(ckpt_path, agent, controller, history, settings)
                         write_progress(out_dir / "progress.csv", history)

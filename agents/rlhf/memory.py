@@ -65,7 +65,7 @@ def memory_estimate(policy: nn.Module, env, config) -> dict:
     Args:
         policy: the trained policy (an ``LMActorCritic`` or any ``nn.Module``).
         env: the training ``TextGenVectorEnv`` (or a wrapper): its reference, reward model and batch.
-        config: the ``RLHFConfig`` (``env.num_envs``, ``env.max_prompt_tokens``, ``env.max_new_tokens``).
+        config: the ``RLHFConfig`` (``num_envs``, ``env.max_prompt_tokens``, ``env.max_new_tokens``).
     """
     core = env.unwrapped.core
     seen: set = set()
@@ -81,7 +81,7 @@ def memory_estimate(policy: nn.Module, env, config) -> dict:
     trainable = [p for p in _unique(policy.parameters(), set()) if p.requires_grad]
 
     tokens = config.env.max_prompt_tokens + config.env.max_new_tokens
-    rows = config.env.num_envs
+    rows = config.num_envs
     kv = {}
     if isinstance(lm, nn.Module) and hasattr(policy, "next_token_logits"):
         kv["policy"] = kv_cache_bytes(lm, rows, tokens)

@@ -97,20 +97,24 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
                       device: torch.device, prompts: list | None = None, group_size: int = 1) -> Responses:
     """One response per row of ``env`` (a TextGen vector env), sampled from ``policy``.
 
+    An env without the policy (mode b: its infos carry no ``kl``) pays ``+kl_coef * log pi_ref``; the
+    ``-kl_coef * log pi`` half is then subtracted here, so both modes pay ``-kl_coef * k1`` per token.
+
     Args:
         env: a ``TextGenVectorEnv`` (mode a when it was given ``policy``), or a wrapper of one.
         policy: an ``ActorCritic`` (``policy(obs) -> (logits, values)``) or a runner with ``next_token_logits``.
         kl_coef: beta of this rollout; handed to the env with the reset.
         seed: the reset's seed (row i draws its prompt with ``seed + i``).
         generator: the torch generator the tokens are sampled with (on ``device``).
+        device: where the policy runs and the returned tensors live.
         prompts: one prompt per row instead of drawn ones (evaluation).
         group_size: K > 1 resets rows in groups of K consecutive rows sharing one drawn prompt (RLOO, GRPO).
-    An env without the policy (mode b: its infos carry no ``kl``) pays ``+kl_coef * log pi_ref``; the
-    ``-kl_coef * log pi`` half is then subtracted here, so both modes pay ``-kl_coef * k1`` per token.
+
+    Returns:
+        Row i's response from its first token to its last (module doc), and what the rollout measured on it.
     """
-    options = {"kl_coef": kl_coef, **({"prompts": list(prompts)} if prompts is not None else {}),
-               **({"group_size": group_size} if group_size > 1 else {})}
-    obs, info = env.reset(seed=seed, options=options)
+    # 1. reset every row with a fresh prompt and this rollout's beta
+    obs, info = env.reset(seed=seed, options=_reset_options(kl_coef, prompts, group_size))
     sampling = env_sampling(env)
     B = env.num_envs
     T = env.unwrapped.core.max_new_tokens
@@ -122,43 +126,81 @@ def collect_responses(env, policy, kl_coef: float, seed: int, generator: torch.G
                                                              "mask")}
     scores = np.zeros(B)
     row_prompts, texts = list(info["prompt"]), [""] * B
-    active = np.ones(B, dtype=bool)
+    active = np.ones(B, dtype=bool)  # rows still inside their first response
     steps = 0
+    # 2. step every row until each has ended one response, recording each row's tokens until then
     for t in range(T):
         obs_t = first if t == 0 else to_tensor(obs, device)
-        logits, values = policy_step(policy, obs_t, sampling)
-        logp_all = torch.log_softmax(logits.float(), -1)  # (B, V)
-        action = torch.multinomial(logp_all.exp(), 1, generator=generator)[:, 0]
-        logprob = logp_all.gather(-1, action[:, None])[:, 0]
+        action, logprob, values = _sample_tokens(policy, obs_t, sampling, generator)
         obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
         steps += 1
         done = np.asarray(terminated) | np.asarray(truncated)
+        paid, kl, ref_logprob = _token_payments(info, done, reward, logprob, kl_coef, device)
+        _record_token(actions, buffers, active, t, action, {"logprobs": logprob, "values": values.float(),
+                                                            "rewards": paid, "kl": kl, "ref_logprobs": ref_logprob})
         final = info.get("final_info", {})
-        env_kl = step_values(info, done, "kl")  # mode (a): the env measured KL_t from the policy's own forward
-        paid = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        ref_logprob = torch.as_tensor(step_values(info, done, "ref_logprob"), dtype=torch.float32, device=device)
-        if env_kl is not None:
-            kl = torch.as_tensor(env_kl, dtype=torch.float32, device=device)
-        else:  # mode (b): the env paid +beta * log pi_ref; the -beta * log pi half is paid here
-            kl = logprob - ref_logprob
-            paid = paid - kl_coef * logprob
-        rows = torch.as_tensor(active, device=device)
-        actions[rows, t] = action[rows]
-        for key, value in (("logprobs", logprob), ("values", values.float()), ("rewards", paid), ("kl", kl),
-                           ("ref_logprobs", ref_logprob)):
-            buffers[key][rows, t] = value[rows]
-        buffers["mask"][rows, t] = 1.0
         for i in np.flatnonzero(done & active):
             scores[i], texts[i] = final["rm_score"][i], final["completion"][i]
         active &= ~done
         if not active.any():
             break
+    # 3. the responses behind their prompts: (B, P + T), the response columns right-padded
     response_mask = buffers.pop("mask")
     ids = torch.cat([prompt_ids, actions * response_mask.long()], 1)
     mask = torch.cat([prompt_mask, response_mask.long()], 1)
     return Responses(ids=ids, mask=mask, prompt_cols=P, obs_width=first["input_ids"].shape[1],
                      response_mask=response_mask, scores=scores, prompts=row_prompts, texts=texts,
                      kl_coef=float(kl_coef), generated_tokens=steps * B, **buffers)
+
+
+def _reset_options(kl_coef: float, prompts: list | None, group_size: int) -> dict:
+    """The reset options of a rollout: beta, and the given prompts or the prompt groups when asked for."""
+    return {"kl_coef": kl_coef, **({"prompts": list(prompts)} if prompts is not None else {}),
+            **({"group_size": group_size} if group_size > 1 else {})}
+
+
+def _sample_tokens(policy, obs: dict, sampling, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One token per row from the sampling distribution: actions (B,), their log-probs (B,), values (B,)."""
+    logits, values = policy_step(policy, obs, sampling)
+    logp_all = torch.log_softmax(logits.float(), -1)  # (B, V)
+    action = torch.multinomial(logp_all.exp(), 1, generator=generator)[:, 0]
+    logprob = logp_all.gather(-1, action[:, None])[:, 0]
+    return action, logprob, values
+
+
+def _record_token(actions: Tensor, buffers: dict[str, Tensor], active: np.ndarray, t: int, action: Tensor,
+                  measured: dict[str, Tensor]) -> None:
+    """Write token ``t`` of the rows still inside their first response (``active``) into the (B, T) buffers.
+
+    Args:
+        actions: (B, T) the sampled tokens; ``action`` (B,) is this step's.
+        buffers: (B, T) per-token buffers, ``mask`` among them (set to 1 on the recorded tokens).
+        measured: this step's (B,) value per buffer name.
+    """
+    rows = torch.as_tensor(active, device=actions.device)
+    actions[rows, t] = action[rows]
+    for key, value in measured.items():
+        buffers[key][rows, t] = value[rows]
+    buffers["mask"][rows, t] = 1.0
+
+
+def _token_payments(info: dict, done: np.ndarray, reward, logprob: Tensor, kl_coef: float,
+                    device) -> tuple[Tensor, Tensor, Tensor]:
+    """What each row's token was paid, its KL to the reference and its reference log-prob, each (B,).
+
+    Mode (a): the env measured KL_t from the policy's own forward and paid ``-beta * KL_t``. Mode (b) (the
+    infos carry no ``kl``): the env paid ``+beta * log pi_ref``, so the ``-beta * log pi`` half is paid here
+    and the KL is k1, ``log pi - log pi_ref``.
+    """
+    env_kl = step_values(info, done, "kl")
+    paid = torch.as_tensor(reward, dtype=torch.float32, device=device)
+    ref_logprob = torch.as_tensor(step_values(info, done, "ref_logprob"), dtype=torch.float32, device=device)
+    if env_kl is not None:
+        kl = torch.as_tensor(env_kl, dtype=torch.float32, device=device)
+    else:
+        kl = logprob - ref_logprob
+        paid = paid - kl_coef * logprob
+    return paid, kl, ref_logprob
 
 
 def score_responses(policy, batch: Responses, rows: Tensor, with_entropy_grad: bool = False):

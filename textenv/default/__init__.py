@@ -30,7 +30,7 @@ ARTIFACTS_DIR: Path = Path(__file__).resolve().parent / "artifacts"
 """Where the built default task lives (replaced as a whole by ``python -m textenv.default.build``)."""
 SPLITS = ("train", "test")
 
-__all__ = ["ARTIFACTS_DIR", "sft_path", "reward_path", "prompts", "prompts_path", "gold_score", "preferences"]
+__all__ = ["ARTIFACTS_DIR", "env_config", "sft_path", "reward_path", "prompts", "prompts_path", "gold_score", "preferences"]
 
 
 def _artifact(name: str) -> Path:
@@ -64,6 +64,18 @@ def prompts_path(split: str = "train") -> Path:
     to ``gym.make`` (benchmarks/bench_make.py).
     """
     return _artifact(f"prompts_{_check_split(split)}.jsonl")
+
+
+def env_config():
+    """The TextGen-v0 task on the embedded artifacts: the ``TextGenConfig`` TextGen-v0 is registered with.
+
+    Its other settings are TextGenConfig's defaults. The paths are not checked here (``import textenv`` calls
+    this): a missing artifact is reported when an env loads it.
+    """
+    from textenv.text.config import TextGenConfig
+
+    return TextGenConfig(model=str(ARTIFACTS_DIR / "sft"), reward=str(ARTIFACTS_DIR / "reward"),
+                         prompts=str(ARTIFACTS_DIR / "prompts_train.jsonl"))
 
 
 def prompts(split: str = "train"):

@@ -1,5 +1,6 @@
 """Text generation as reinforcement learning: the TextGen-v0 environment and its pieces.
 
+- ``config``: ``TextGenConfig``, every setting of the task (one frozen dataclass).
 - ``sampling``: ``SamplingConfig``, the one place logits become the sampling distribution.
 - ``decoding``: ``IncrementalLM``, KV-cached next-token logits for left-padded batches.
 - ``rewards``: reward specs -> ``RewardFn``.
@@ -16,6 +17,7 @@ import importlib
 
 _EXPORTS = {
     "SamplingConfig": "textenv.text.sampling",
+    "TextGenConfig": "textenv.text.config",
     "IncrementalLM": "textenv.text.decoding",
     "LMStep": "textenv.text.decoding",
     "make_reward_fn": "textenv.text.rewards",

@@ -24,11 +24,12 @@ import torch
 from rlcore.checks import check_flag, check_int, check_real, short
 from rlcore.device import resolve_device
 from rlcore.kl import ESTIMATORS, kl_penalty
+from textenv.text.config import DEFAULTED_BY_REGISTRY, MAX_KL_COEF, TextGenConfig
 from textenv.text.decoding import IncrementalLM, reference_runner
 from textenv.text.loading import (
-    PromptEncoder, check_causal_lm, check_fit, check_sizes, load_causal_lm, load_prompts, load_tokenizer,
-    output_vocab_size, special_ids,
+    check_causal_lm, check_fit, check_sizes, load_causal_lm, load_tokenizer, output_vocab_size, special_ids,
 )
+from textenv.text.prompts import PromptEncoder, load_prompts
 from textenv.text.rewards import make_reward_fn
 from textenv.text.sampling import SamplingConfig, check_logits
 
@@ -71,98 +72,30 @@ class NextState:
     done: np.ndarray  # (N,) bool: the episode ends with this step
 
 
-MAX_KL_COEF = 1e6
-"""The largest kl_coef. RLHF uses 0.01-1 and adaptive controllers move it by a few percent per update; the
-per-token penalty is computed in float32, where coefficients near 1e38 overflow to inf."""
-
-
-def _default_task():
-    import textenv.default
-
-    return textenv.default
-
-
 class TextGenCore:
-    """Models, tokenizer, reward and the state of N episodes. See ``TextGenEnv`` for the arguments."""
+    """Models, tokenizer, reward and the state of N episodes. See ``TextGenEnv`` for what the settings do.
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        model=None,
-        tokenizer=None,
-        reward=None,
-        prompts=None,
-        policy=None,
-        ref_model=None,
-        max_new_tokens: int = 24,
-        max_prompt_tokens: int = 16,
-        kl_coef: float = 0.05,
-        kl_estimator: str = "k1",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        stop_at_eos: bool = True,
-        no_eos_penalty: float = 0.0,
-        device: str | torch.device = "auto",
-        reward_label: int | str | None = None,
-        reward_tokenizer=None,
-        normalize_reward: bool = True,
-        prompt_cache_mb: float = 64.0,
-    ) -> None:
-        # Plain arguments first: they are cheap to check and the models are slow to load.
+    Args:
+        config: the task, with its model, reward and prompts given (``textenv.text.config.make_config`` fills
+            them from the registered default task; the core itself knows no default task).
+        num_envs: the rows N.
+        policy: the acting policy (mode (a) of ``TextGenEnv``), or None.
+    """
+
+    def __init__(self, config: TextGenConfig, num_envs: int = 1, policy=None) -> None:
+        # Plain settings first: they are cheap to check and the models are slow to load.
+        self.config = self._checked(config)
         self.num_envs = check_int("num_envs", num_envs)
-        self.max_new_tokens = check_int("max_new_tokens", max_new_tokens)
-        self.max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens)
-        self.seq_len = self.max_prompt_tokens + self.max_new_tokens
+        self.max_new_tokens, self.max_prompt_tokens = config.max_new_tokens, config.max_prompt_tokens
+        self.seq_len = config.seq_len
         check_sizes(self.num_envs, self.seq_len)
-        if not isinstance(kl_estimator, str) or kl_estimator not in ESTIMATORS:
-            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; expected one of {ESTIMATORS}")
-        self.sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
-        self.kl_estimator, self.stop_at_eos = kl_estimator, check_flag("stop_at_eos", stop_at_eos)
-        self.no_eos_penalty = check_real("no_eos_penalty", no_eos_penalty)
-        normalize_reward = check_flag("normalize_reward", normalize_reward)
-        check_real("prompt_cache_mb", prompt_cache_mb, low=0.0)
-        self.kl_coef = kl_coef
-
-        # Models. `model` is the reference unless `ref_model` is given; nothing here is ever trained.
-        if model is None:
-            model = _default_task().sft_path()
-        first_module = next((m for m in (model, ref_model, policy) if isinstance(m, torch.nn.Module)), None)
-        self.device = resolve_device(device, first_module)
-        self.model = load_causal_lm(model, self.device)
-        self.tokenizer = load_tokenizer(tokenizer, model)
-        self.ref_model = self.model if ref_model is None else load_causal_lm(ref_model, self.device, "ref_model")
-        self.vocab_size = output_vocab_size(self.ref_model)
-        if ref_model is not None and output_vocab_size(self.model) != self.vocab_size:
-            raise ValueError(
-                f"model and ref_model disagree on the vocabulary: {output_vocab_size(self.model)} vs {self.vocab_size} logits"
-            )
-        check_fit(self.ref_model, self.tokenizer, self.vocab_size, self.max_prompt_tokens, self.max_new_tokens)
-        self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer, self.model, self.vocab_size, self.stop_at_eos)
-        self.encode_prompt = PromptEncoder(self.tokenizer, self.vocab_size, self.max_prompt_tokens)
-
-        # The reference is frozen, so the prefill of each prompt it has seen is worth keeping (see IncrementalLM).
-        self.ref_lm = reference_runner(self.ref_model, policy, prompt_cache_mb, self.max_prompt_tokens)
-        if policy is None:
-            self.policy_lm = None
-        elif hasattr(policy, "next_token_logits"):
-            self.policy_lm = policy
-        elif isinstance(policy, torch.nn.Module):
-            check_causal_lm(policy, "policy")
-            self.policy_lm = self.ref_lm if policy is self.ref_model else IncrementalLM(policy)
-        else:
-            raise TypeError(
-                f"policy must expose next_token_logits(input_ids, attention_mask) or be a causal LM module, got {type(policy).__name__}"
-            )
-        self.policy = policy
-
-        if reward is None:
-            reward = _default_task().reward_path()
-        self.reward_fn = make_reward_fn(reward, tokenizer=reward_tokenizer, device=self.device, label=reward_label,
-                                        normalize=normalize_reward)
-        if prompts is None:
-            prompts = _default_task().prompts_path("train")
-        self.prompts = load_prompts(prompts)
+        self.sampling = SamplingConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+        self.kl_estimator, self.stop_at_eos, self.no_eos_penalty = config.kl_estimator, config.stop_at_eos, config.no_eos_penalty
+        self.kl_coef = config.kl_coef
+        self._load_models(config, policy)
+        self.reward_fn = make_reward_fn(config.reward, tokenizer=config.reward_tokenizer, device=self.device,
+                                        label=config.reward_label, normalize=config.normalize_reward)
+        self.prompts = load_prompts(config.prompts, column=config.prompt_column, split=config.prompt_split)
 
         n, length = self.num_envs, self.seq_len
         self.ids = np.full((n, length), self.pad_token_id, dtype=np.int64)  # (N, L) left-padded context
@@ -173,6 +106,56 @@ class TextGenCore:
         self.gen_len = np.zeros(n, dtype=np.int64)  # tokens generated so far
         self.has_eos = np.zeros(n, dtype=bool)
         self.live = np.zeros(n, dtype=bool)  # an episode is in progress
+
+    @staticmethod
+    def _checked(config) -> TextGenConfig:
+        """``config`` once its plain settings are valid (the sampling ones are checked by SamplingConfig)."""
+        if not isinstance(config, TextGenConfig):
+            raise TypeError(f"config must be a TextGenConfig, got {type(config).__name__}")
+        for name in DEFAULTED_BY_REGISTRY:
+            if getattr(config, name) is None:
+                raise ValueError(f"config.{name} is None: the core has no default task; build the config with "
+                                 f"textenv.text.config.make_config (the envs do), which fills it from TextGen-v0's")
+        check_int("max_new_tokens", config.max_new_tokens)
+        check_int("max_prompt_tokens", config.max_prompt_tokens)
+        if not isinstance(config.kl_estimator, str) or config.kl_estimator not in ESTIMATORS:
+            raise ValueError(f"unknown kl_estimator {config.kl_estimator!r}; expected one of {ESTIMATORS}")
+        check_flag("stop_at_eos", config.stop_at_eos)
+        check_flag("normalize_reward", config.normalize_reward)
+        check_real("no_eos_penalty", config.no_eos_penalty)
+        check_real("prompt_cache_mb", config.prompt_cache_mb, low=0.0)
+        TextGenCore.check_kl_coef(config.kl_coef)
+        return config
+
+    def _load_models(self, config: TextGenConfig, policy) -> None:
+        """The start model, the reference (and its runner), the tokenizer and the policy's runner, checked together."""
+        first_module = next((m for m in (config.model, config.ref_model, policy) if isinstance(m, torch.nn.Module)), None)
+        self.device = resolve_device(config.device, first_module)
+        self.start_model = load_causal_lm(config.model, self.device)
+        self.tokenizer = load_tokenizer(config.tokenizer, config.model)
+        self.ref_model = (self.start_model if config.ref_model is None
+                          else load_causal_lm(config.ref_model, self.device, "ref_model"))
+        self.vocab_size = output_vocab_size(self.ref_model)
+        if config.ref_model is not None and output_vocab_size(self.start_model) != self.vocab_size:
+            raise ValueError(f"model and ref_model disagree on the vocabulary: {output_vocab_size(self.start_model)} "
+                             f"vs {self.vocab_size} logits")
+        check_fit(self.ref_model, self.tokenizer, self.vocab_size, self.max_prompt_tokens, self.max_new_tokens)
+        self.eos_token_id, self.pad_token_id = special_ids(self.tokenizer, self.start_model, self.vocab_size, self.stop_at_eos)
+        self.encode_prompt = PromptEncoder(self.tokenizer, self.vocab_size, self.max_prompt_tokens)
+
+        # The reference is frozen, so the prefill of each prompt it has seen is worth keeping (see IncrementalLM).
+        self.ref_lm = reference_runner(self.ref_model, policy, config.prompt_cache_mb, self.max_prompt_tokens)
+        if policy is None:
+            self.policy_lm = None
+        elif hasattr(policy, "next_token_logits"):
+            self.policy_lm = policy
+        elif isinstance(policy, torch.nn.Module):
+            check_causal_lm(policy, "policy")
+            self.policy_lm = self.ref_lm if policy is self.ref_model else IncrementalLM(policy)
+        else:
+            raise TypeError(f"policy must expose next_token_logits(input_ids, attention_mask) or be a causal LM "
+                            f"module, got {type(policy).__name__}")
+        self.policy = policy
 
     # -- the KL coefficient (an adaptive controller may change it between steps) ---------------------
 

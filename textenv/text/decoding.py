@@ -42,7 +42,7 @@ from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import pad
 from transformers import DynamicCache
 
 
@@ -104,14 +104,15 @@ class _Prefill:
 class IncrementalLM:
     """KV-cached next-token logits for left-padded batches.
 
-    :param model: a Hugging Face causal LM (``AutoModelForCausalLM``). It is not moved, not put in eval
-        mode and never trained here; calls run under ``torch.no_grad()`` on the model's device.
-    :param prompt_cache_mb: memory for remembered prefills (0: none). Rows that start from scratch with at
-        most ``prompt_max_tokens`` real tokens are remembered; the entries are dropped when the weights change.
-    :param prompt_max_tokens: the longest context remembered (an env passes its ``max_prompt_tokens``).
-    :param context: called around every forward, returning a context manager (a LoRA policy's
-        ``disable_adapter``: the base model as the reference). None: no context.
-    :param params: the parameters whose in-place changes invalidate the cache (default: all of ``model``'s).
+    Args:
+        model: a Hugging Face causal LM (``AutoModelForCausalLM``). It is not moved, not put in eval
+            mode and never trained here; calls run under ``torch.no_grad()`` on the model's device.
+        prompt_cache_mb: memory for remembered prefills (0: none). Rows that start from scratch with at
+            most ``prompt_max_tokens`` real tokens are remembered; the entries are dropped when the weights change.
+        prompt_max_tokens: the longest context remembered (an env passes its ``max_prompt_tokens``).
+        context: called around every forward, returning a context manager (a LoRA policy's
+            ``disable_adapter``: the base model as the reference). None: no context.
+        params: the parameters whose in-place changes invalidate the cache (default: all of ``model``'s).
     """
 
     def __init__(self, model: torch.nn.Module, prompt_cache_mb: float = 0.0, prompt_max_tokens: int = 64,
@@ -151,6 +152,16 @@ class IncrementalLM:
     def cache_len(self) -> int:
         """Number of cached columns C (bounded by the longest live context)."""
         return 0 if self._cache_mask is None else int(self._cache_mask.shape[1])
+
+    @property
+    def remembered_prompts(self) -> tuple[tuple[int, ...], ...]:
+        """The token ids of every remembered prompt prefill, least recently used first."""
+        return tuple(self._prompts)
+
+    @property
+    def prompt_cache_used_bytes(self) -> int:
+        """Bytes the remembered prompt prefills hold (at most ``prompt_cache_bytes``)."""
+        return self._prompts_bytes
 
     def next_token_logits(self, input_ids, attention_mask) -> torch.Tensor:
         """``(N, L)`` left-padded ids and mask -> ``(N, V)`` float32 next-token logits."""
@@ -337,10 +348,10 @@ class IncrementalLM:
         """Put freshly prefilled rows into the batch cache, right-aligned; their older columns are masked out."""
         c, c_new = self._cache_mask.shape[1], fresh_mask.shape[1]
         if c_new > c:  # rare: the new prompt is longer than every cached context, widen the cache on the left
-            pad = c_new - c
-            self._cache_mask = F.pad(self._cache_mask, (pad, 0))
+            added = c_new - c  # new columns on the left
+            self._cache_mask = pad(self._cache_mask, (added, 0))
             for layer in self._cache.layers:
-                layer.keys, layer.values = F.pad(layer.keys, (0, 0, pad, 0)), F.pad(layer.values, (0, 0, pad, 0))
+                layer.keys, layer.values = pad(layer.keys, (0, 0, added, 0)), pad(layer.values, (0, 0, added, 0))
             c = c_new
         self._cache_mask[rows] = 0
         self._cache_mask[rows, c - c_new:] = fresh_mask

@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlcore.checks import check_options, check_seed, short
+from textenv.text.config import TextGenConfig, make_config
 from textenv.text.core import TextGenCore
 from textenv.text.loading import fork_safe_threads
 from textenv.text.render import render_rgb
@@ -102,43 +103,36 @@ class TextGenEnv(gym.Env):
     ## Arguments
     ```python
     import gymnasium as gym
+    from textenv.text.config import TextGenConfig
 
     env = gym.make("textenv:TextGen-v0")  # the embedded default task
     env = gym.make("textenv:TextGen-v0", model="path/to/sft", reward="path/to/rm", prompts=["The movie"],
                    max_new_tokens=24, kl_coef=0.05, kl_estimator="k3", temperature=0.7)
+    env = gym.make("textenv:TextGen-v0", config=TextGenConfig(model="path/to/sft", reward="path/to/rm"))
     envs = gym.make_vec("TextGen-v0", num_envs=64, vectorization_mode="vector_entry_point")
     ```
 
-    - ``model``: causal LM (name, path or module); default ``textenv.default.sft_path()``. It is the frozen
-      reference unless ``ref_model`` is given, and the starting point an agent copies. The env never trains it.
-    - ``tokenizer``: defaults to the one saved with ``model``. Its vocabulary must fit the model's.
-    - ``reward``: callable ``(prompts, completions) -> scores``, sequence-classification model, or its
-      name/path; default ``textenv.default.reward_path()``. ``reward_label`` picks a class logit of a
-      multi-label classifier, ``reward_tokenizer`` the RM's tokenizer when it is passed as a module,
-      ``normalize_reward`` (a bool) applies the RM config's ``reward_mean`` / ``reward_std``.
-    - ``prompts``: list of str, ``datasets.Dataset`` (its "prompt", else "query", else "text" column), a file or
-      ``save_to_disk`` folder, or a Hub dataset ``"name:split"`` (``textenv.text.loading.load_prompts``; load a
-      named column yourself with ``load_prompts(..., column=)``); default ``textenv.default.prompts_path("train")``
-      (the same prompts as ``textenv.default.prompts("train")``).
+    - ``config``: a ``TextGenConfig`` (``textenv.text.config``), whose fields are the task's settings, each
+      documented there with its one default: the models (``model``, ``tokenizer``, ``ref_model``), the reward
+      (``reward``, ``reward_label``, ``reward_tokenizer``, ``normalize_reward``), the prompts (``prompts``,
+      ``prompt_column``, ``prompt_split``), the episode (``max_new_tokens``, ``max_prompt_tokens``,
+      ``stop_at_eos``, ``no_eos_penalty``), the penalty (``kl_coef``, ``kl_estimator``), the sampling
+      distribution (``temperature``, ``top_k``, ``top_p``: ``env.sampling``, which the agent must sample with),
+      ``prompt_cache_mb`` and ``device``. A ``None`` model, reward or prompt source is the registered task's:
+      ``TextGen-v0`` is registered with ``config=textenv.default.env_config()``, the embedded task.
+    - ``**settings``: fields of ``TextGenConfig`` that replace the config's (how ``gym.make(..., max_new_tokens=8)``
+      reaches it); an unknown name is a TypeError that lists the fields.
     - ``policy``: the acting policy, shared with the agent (mode (a) above); ``None`` for mode (b).
-    - ``ref_model``: a separate frozen reference (name, path or module).
-    - ``max_new_tokens``, ``max_prompt_tokens``: episode length and prompt budget; their sum must fit the
-      model's positions.
-    - ``kl_coef``: a finite number in ``[0, 1e6]`` (``core.MAX_KL_COEF``). An adaptive KL controller hands
-      the env its new beta with the next reset, ``reset(options={"kl_coef": 0.1})``, checked the same way; it
-      holds from that reset on (the attribute ``env.unwrapped.kl_coef`` can also be set),
-      ``kl_estimator`` (``"k1"``, ``"abs"``, ``"k2"``, ``"k3"``, ``"full"``; see ``rlcore.kl``).
-    - ``temperature``, ``top_k``, ``top_p``: the ``SamplingConfig`` (``env.sampling``) the agent must sample with;
-      ``temperature >= 1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits).
-    - ``stop_at_eos``, ``no_eos_penalty``: see Episode End and Rewards (a bool, and a finite number).
     - ``render_mode``: ``None``, ``"ansi"`` (returns ``"prompt[completion so far]"``), ``"human"`` (prints it) or
       ``"rgb_array"`` (returns the prompt and the completion so far drawn into a (256, 640, 3) uint8 image, the
       completion in blue: what Stable-Baselines3's ``make_vec_env`` and video recorders ask for).
-    - ``prompt_cache_mb``: memory for the reference model's prefill of each prompt (``IncrementalLM``), so
-      that restarting from a prompt seen before costs no forward; the prompt list is prefilled at the
-      first step while it fits. ``0`` turns it off.
-    - ``device``: ``"auto"`` (the device of a model passed as a module, else CUDA if available, else CPU),
-      or any torch device.
+
+    The checks: ``kl_coef`` is a finite number in ``[0, 1e6]`` (``config.MAX_KL_COEF``); an adaptive KL controller
+    hands the env its new beta with the next reset, ``reset(options={"kl_coef": 0.1})``, checked the same way,
+    which holds from that reset on (the attribute ``env.unwrapped.kl_coef`` can also be set). ``temperature >=
+    1e-4`` (``sampling.MIN_TEMPERATURE``: lower ones overflow float32 logits). ``max_prompt_tokens +
+    max_new_tokens`` must fit the model's positions. The prompt list is prefilled into the reference's prompt
+    cache at the first step while it fits ``prompt_cache_mb``.
 
     ## Version History
     - v0: initial version.
@@ -146,41 +140,14 @@ class TextGenEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
-    def __init__(
-        self,
-        model=None,
-        tokenizer=None,
-        reward=None,
-        prompts=None,
-        policy=None,
-        ref_model=None,
-        max_new_tokens: int = 24,
-        max_prompt_tokens: int = 16,
-        kl_coef: float = 0.05,
-        kl_estimator: str = "k1",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        stop_at_eos: bool = True,
-        no_eos_penalty: float = 0.0,
-        render_mode: str | None = None,
-        device: str = "auto",
-        reward_label: int | str | None = None,
-        reward_tokenizer=None,
-        normalize_reward: bool = True,
-        prompt_cache_mb: float = 64.0,
-    ) -> None:
+    def __init__(self, config: TextGenConfig | None = None, *, policy=None, render_mode: str | None = None,
+                 **settings: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         fork_safe_threads()
-        self.core = TextGenCore(
-            1, model=model, tokenizer=tokenizer, reward=reward, prompts=prompts, policy=policy, ref_model=ref_model,
-            max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, kl_coef=kl_coef,
-            kl_estimator=kl_estimator, temperature=temperature, top_k=top_k, top_p=top_p, stop_at_eos=stop_at_eos,
-            no_eos_penalty=no_eos_penalty, device=device, reward_label=reward_label, reward_tokenizer=reward_tokenizer,
-            normalize_reward=normalize_reward, prompt_cache_mb=prompt_cache_mb,
-        )
+        self.config = make_config(config, **settings)
+        self.core = TextGenCore(self.config, 1, policy)
         self.action_space = spaces.Discrete(self.core.vocab_size)
         self.observation_space = observation_space(self.core.vocab_size, self.core.seq_len)
         self._ended = False
@@ -200,7 +167,8 @@ class TextGenEnv(gym.Env):
         """The ``SamplingConfig`` actions must be sampled with."""
         return self.core.sampling
 
-    model = property(lambda self: self.core.model, doc="The causal LM (the reference unless ref_model was given).")
+    start_model = property(lambda self: self.core.start_model,
+                           doc="The causal LM a policy starts from (config.model); the reference too unless ref_model was given.")
     ref_model = property(lambda self: self.core.ref_model, doc="The frozen reference model.")
     tokenizer = property(lambda self: self.core.tokenizer)
     reward_fn = property(lambda self: self.core.reward_fn, doc="The checked RewardFn.")

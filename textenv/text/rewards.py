@@ -49,12 +49,13 @@ def make_reward_fn(
 ) -> RewardFn:
     """Build a checked ``RewardFn`` from a spec (see the module docstring).
 
-    :param spec: callable, sequence-classification ``nn.Module``, or a name/path of one.
-    :param tokenizer: the reward model's tokenizer (models only). Loaded from the spec's path when omitted.
-    :param device: where a reward model runs (a model passed as a module stays where it is).
-    :param label: which output logit is the score for a classifier with several labels.
-    :param normalize: apply ``config.reward_mean`` / ``config.reward_std`` when present.
-    :param batch_size: texts per reward-model forward.
+    Args:
+        spec: callable, sequence-classification ``nn.Module``, or a name/path of one.
+        tokenizer: the reward model's tokenizer (models only). Loaded from the spec's path when omitted.
+        device: where a reward model runs (a model passed as a module stays where it is).
+        label: which output logit is the score for a classifier with several labels.
+        normalize: apply ``config.reward_mean`` / ``config.reward_std`` when present.
+        batch_size: texts per reward-model forward.
     """
     if isinstance(spec, (str, Path)):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -55,8 +55,11 @@ class SamplingConfig:
     def sampling_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Policy logits -> logits of the sampling distribution.
 
-        :param logits: ``(..., V)`` raw next-token logits.
-        :return: ``(..., V)`` float32 logits, ``-inf`` where top-k / top-p removed a token. At least one
+        Args:
+            logits: ``(..., V)`` raw next-token logits.
+
+        Returns:
+            ``(..., V)`` float32 logits, ``-inf`` where top-k / top-p removed a token. At least one
             token (the most likely) always survives.
         """
         out = logits.float() / self.temperature  # (..., V)
@@ -83,16 +86,23 @@ class SamplingConfig:
     def reference_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Reference logits -> the reference distribution the KL is measured against (temperature only).
 
-        :param logits: ``(..., V)`` raw reference logits.
-        :return: ``(..., V)`` float32 logits.
+        Args:
+            logits: ``(..., V)`` raw reference logits.
+
+        Returns:
+            ``(..., V)`` float32 logits.
         """
         return logits.float() / self.temperature
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw one token per row from ``sampling_logits(logits)``.
 
-        :param logits: ``(N, V)`` raw policy logits.
-        :return: ``(N,)`` int64 token ids.
+        Args:
+            logits: ``(N, V)`` raw policy logits.
+            generator: the random source of the draw (None: torch's global one).
+
+        Returns:
+            ``(N,)`` int64 token ids.
         """
         probs = torch.softmax(self.sampling_logits(logits), dim=-1)  # (N, V)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

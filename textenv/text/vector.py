@@ -23,6 +23,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from rlcore.checks import check_options, check_row_seeds, short
+from textenv.text.config import TextGenConfig, make_config
 from textenv.text.core import StepParts, TextGenCore
 from textenv.text.env import TextGenEnv, observation_space, rollback_rngs
 from textenv.text.loading import fork_safe_threads
@@ -30,7 +31,8 @@ from textenv.text.render import render_rgb
 
 
 class TextGenVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` TextGen episodes in one batch. Takes ``TextGenEnv``'s arguments; see its docstring.
+    """``num_envs`` TextGen episodes in one batch. Takes ``TextGenEnv``'s arguments (a ``TextGenConfig`` and / or its
+    settings as keywords, ``policy``, ``render_mode``) after ``num_envs``; see its docstring.
 
     Reset options: ``{"prompt": p}`` (every reset row starts from ``p``) or ``{"prompts": [p_0, ..., p_N-1]}``
     (a list of one per row, not a bare string; the entries of rows that are not reset are not read), and
@@ -48,12 +50,14 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, config: TextGenConfig | None = None, *, policy=None,
+                 render_mode: str | None = None, **settings: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         fork_safe_threads()
-        self.core = TextGenCore(num_envs, **kwargs)
+        self.config = make_config(config, **settings)
+        self.core = TextGenCore(self.config, num_envs, policy)
         self.num_envs = self.core.num_envs
         self.single_action_space = gym.spaces.Discrete(self.core.vocab_size)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -66,7 +70,7 @@ class TextGenVectorEnv(gym.vector.VectorEnv):
 
     kl_coef = TextGenEnv.kl_coef
     sampling = TextGenEnv.sampling
-    model = TextGenEnv.model
+    start_model = TextGenEnv.start_model
     ref_model = TextGenEnv.ref_model
     tokenizer = TextGenEnv.tokenizer
     reward_fn = TextGenEnv.reward_fn
