@@ -3,6 +3,7 @@
 import dataclasses
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from text_fixtures import *  # noqa: F401,F403
 from text_fixtures import PROMPTS, length_reward
@@ -53,9 +54,12 @@ def test_vector_env_takes_num_envs_then_the_config_and_keywords_replace_its_fiel
     envs = TextGenVectorEnv(3, tiny(lm_dir), max_new_tokens=2)
     assert envs.num_envs == 3 and envs.config.max_new_tokens == 2 and envs.config.max_prompt_tokens == 6
     envs.reset(seed=0)
-    for _ in range(2):
-        _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
-    assert (terminated | truncated).all()  # episodes end at max_new_tokens, the config's n_steps
+    word = np.full(3, 5)  # a word, never EOS: every episode runs to max_new_tokens
+    assert 5 != envs.eos_token_id
+    _, _, terminated, truncated, _ = envs.step(word)
+    assert not (terminated | truncated).any()
+    _, _, terminated, truncated, _ = envs.step(word)
+    assert truncated.all() and not terminated.any()  # the config's n_steps steps hold one whole response
 
 
 def test_an_unknown_setting_is_a_type_error_that_lists_the_fields():
