@@ -86,7 +86,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.rlhf import KLConfig, rlhf_ppo_config
+from agents.rlhf import KLConfig, RLHFConfig, rlhf_ppo_config
 from agents.utils import reproducible_cpu_kernels
 from textenv import default
 from trl_setup import LEARN_SHAPE, SHAPES, default_task, policy_scorer, prepare_sides, random_task, run_trl, train_ours
@@ -257,8 +257,8 @@ def parse_args() -> argparse.Namespace:
                    help="learn: linear decays to 0 over the largest budget, counted in responses, on both sides")
     p.add_argument("--kl-coef", type=float, default=RLHFConfig().env.kl_coef, help="initial beta (ours' default)")
     p.add_argument("--trl-kl-coef", type=float, default=None, help="TRL's initial beta, when not --kl-coef")
-    p.add_argument("--kl-target", type=float, default=4.0, help="KL per response (nats) the controllers hold")
-    p.add_argument("--kl-horizon", type=float, default=2000.0, help="controller horizon (responses)")
+    p.add_argument("--kl-target", type=float, default=KLConfig().target, help="KL per response (nats) the controllers hold")
+    p.add_argument("--kl-horizon", type=float, default=KLConfig().horizon, help="controller horizon (responses)")
     p.add_argument("--norm-adv-over", choices=("minibatch", "batch"), default=rlhf_ppo_config().norm_adv_over,
                    help="ours: what the advantages are whitened over (TRL: batch)")
     p.add_argument("--mixed-precision", action="store_true",
