@@ -18,14 +18,19 @@ Intel MKL's matrix products (conditional numerical reproducibility) and oneDNN."
 
 
 def reproducible_cpu_kernels() -> dict[str, str]:
-    """Make float results repeat bit for bit across x86-64 processors: pin torch's CPU kernels to AVX2.
+    """Make float results repeat bit for bit across x86-64 processors of one vendor: pin torch's CPU kernels
+    to AVX2.
 
     Torch picks its kernels by what the processor offers (AVX2, AVX-512, AMX; MKL also by vendor), and each
     sums in its own order, so the same seeded run on the same library versions drifts apart on another
     machine after a few hundred updates. With the AVX2 paths, which every x86-64 server of the last decade
-    has, a machine reproduces the figures measured on another. The example scripts call this at start;
-    it must run before the first torch operation (the settings are read then). A variable already set in
-    the environment wins. On other processors (ARM) it does nothing. Returns the settings now in force.
+    has, an Intel machine reproduces the figures measured on another. Not across vendors: Intel's MKL
+    documents that branches other than AUTO and COMPATIBLE exist only on Intel processors and are silently
+    replaced by AUTO elsewhere, so on an AMD processor ``MKL_CBWR=AVX2`` is MKL's own choice
+    (``MKL_CBWR=COMPATIBLE``, set before calling this, is the vendor-neutral SSE2 branch, with other figures).
+    The example scripts call this at start; it must run before the first torch operation (the settings are
+    read then). A variable already set in the environment wins. On other processors (ARM) it does nothing.
+    Returns the settings now in force.
     """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
