@@ -295,6 +295,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     torch.set_num_threads(1)  # the models are tiny: thread hand-offs would cost more than they give
     main()

@@ -41,9 +41,8 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("ppo", "rloo", "grpo", "dpo", "sb3", "trl_rloo", "trl_grpo")
-FIXED_BETA = {"trl_rloo": 0.05, "trl_grpo": 0.04, "sb3": 0.05}
-"""The fixed beta without --betas of the methods that have no adaptive controller: TRL's, the best of the grid
-measured when the issue was filed; SB3's, that of examples/sb3_textgen.py"""
+TRL_BETA = {"trl_rloo": 0.05, "trl_grpo": 0.04}
+"""TRL's fixed beta without --betas (the best of the grid measured when the issue was filed)"""
 ROOT = Path(__file__).resolve().parents[1]
 TRL_VENV = ROOT / ".bench-venvs" / "trl-1.16"
 
@@ -72,9 +71,15 @@ def plan(args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
     runs = []
     for method in args.methods:
         if method == "dpo":
-            betas = args.dpo_betas or ([0.03, 0.1, 0.3] if args.betas else [0.1])
-        elif method in FIXED_BETA:
-            betas = args.betas or [FIXED_BETA[method]]
+            from agents.dpo import DPOConfig
+
+            betas = args.dpo_betas or ([0.03, 0.1, 0.3] if args.betas else [DPOConfig.beta])
+        elif method.startswith("trl_"):
+            betas = args.betas or [TRL_BETA[method]]
+        elif method == "sb3":  # no adaptive controller either: examples/sb3_textgen.py's fixed beta
+            from sb3_textgen import KL_COEF  # examples/ is on sys.path when this script runs
+
+            betas = args.betas or [KL_COEF]
         else:
             betas = args.betas or [None]
         runs += [(method, beta, seed) for beta in betas for seed in args.seeds]
@@ -111,12 +116,12 @@ def train(method: str, beta: float | None, seed: int, args: argparse.Namespace):
         responses = json.loads((save_dir / "trl_run.json").read_text())["responses"]
         return load_causal_lm(save_dir, resolve_device("auto")).eval(), responses, time.perf_counter() - start
     if method == "sb3":
-        from sb3_textgen import run_sb3  # examples/ is on sys.path when this script runs
+        from sb3_textgen import parse_args as sb3_settings, run_sb3
 
         from textenv.default import gold_score
 
-        sb3_args = argparse.Namespace(num_envs=32, max_new_tokens=24, kl_coef=beta,
-                                      lr=3e-4, seed=seed, device="auto", iterations=args.responses // 32)
+        rows = sb3_settings([]).num_envs  # examples/sb3_textgen.py's setup, at this budget and beta
+        sb3_args = sb3_settings(["--kl-coef", str(beta), "--seed", str(seed), "--iterations", str(args.responses // rows)])
         lm, _, _, _ = run_sb3(sb3_args, gold_score, None)
         return lm.eval(), args.responses, time.perf_counter() - start
     from agents.rlhf import train_rlhf
@@ -187,10 +192,10 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from agents.checkpoint import atomic_write
-    from textenv.text.loading import load_causal_lm
     from agents.rlhf import evaluate_policy
     from rlcore.device import resolve_device
     from textenv.default import gold_score, prompts, sft_path
+    from textenv.text.loading import load_causal_lm
     from textenv.text.prompts import load_prompts
 
     hf_logging.disable_progress_bar()
@@ -227,5 +232,5 @@ def main() -> None:
 if __name__ == "__main__":
     from agents.utils import reproducible_cpu_kernels
 
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     main()

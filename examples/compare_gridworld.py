@@ -182,5 +182,5 @@ def main(argv=None) -> list[Run]:
 if __name__ == "__main__":
     from agents.utils import reproducible_cpu_kernels
 
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     main()

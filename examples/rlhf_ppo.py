@@ -452,5 +452,5 @@ def run(args: argparse.Namespace, world: D.World = D.World()) -> None:
 
 
 if __name__ == "__main__":
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     main()

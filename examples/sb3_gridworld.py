@@ -54,5 +54,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     main()

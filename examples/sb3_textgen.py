@@ -23,20 +23,26 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.rlhf import RLHFConfig, rlhf_ppo_config
+from textenv.text.config import TextGenConfig
 
-def parse_args():
+KL_COEF = 0.05
+"""The fixed beta of both sides (SB3 has no adaptive KL controller): TRL's RLOO beta on this task."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=24)
-    p.add_argument("--num-envs", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--kl-coef", type=float, default=0.05, help="fixed beta (SB3: ent_coef and the env's kl_coef)")
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--num-envs", type=int, default=RLHFConfig.num_envs)
+    p.add_argument("--max-new-tokens", type=int, default=TextGenConfig.max_new_tokens)
+    p.add_argument("--kl-coef", type=float, default=KL_COEF, help="fixed beta (SB3: ent_coef and the env's kl_coef)")
+    p.add_argument("--lr", type=float, default=rlhf_ppo_config().learning_rate)
     p.add_argument("--eval-prompts", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="outputs/sb3_textgen")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def run_ours(args, gold):
@@ -154,5 +160,5 @@ def main() -> None:
 if __name__ == "__main__":
     from agents.utils import reproducible_cpu_kernels
 
-    reproducible_cpu_kernels()  # before the first torch operation: figures repeat on any x86-64 machine
+    reproducible_cpu_kernels()  # before the first torch operation (figures repeat on machines of one vendor)
     main()

@@ -105,7 +105,7 @@ def make_env(config: RLHFConfig, policy=None):
     if getattr(policy, "reference_context", None) is not None:
         from textenv.text.loading import load_tokenizer
 
-        tokenizer = env_config.tokenizer or load_tokenizer(None, env_config.model)
+        tokenizer = load_tokenizer(env_config.tokenizer, env_config.model)  # still the config's model's
         env_config = dataclasses.replace(env_config, model=policy.model, tokenizer=tokenizer)
     return TextGenVectorEnv(config.num_envs, env_config, policy=policy)
 
