@@ -29,8 +29,9 @@ import torch
 from agents import functional as F
 from agents.lm import LMActorCritic
 from agents.utils import seed_everything
-from rlcore.device import resolve_device
 from rlcore.checks import check_int
+from rlcore.device import resolve_device
+from textenv.text.config import TextGenConfig
 from textenv.text.loading import load_tokenizer
 from textenv.text.prompts import PromptEncoder
 
@@ -54,8 +55,8 @@ class DPOConfig:
     """passes over the pairs"""
     batch_size: int = 64
     """pairs per optimizer step"""
-    max_prompt_tokens: int = 12
-    """the prompt budget, cut from the left as the env cuts it"""
+    max_prompt_tokens: int = TextGenConfig.max_prompt_tokens
+    """the prompt budget, cut from the left as the env cuts it (the env's default budget)"""
     max_response_tokens: int = 48
     """the response budget (the shipped pairs were sampled with at most 48 new tokens)"""
     max_grad_norm: float = 1.0
